@@ -1,0 +1,1 @@
+"""producers role of shopstream."""

@@ -1,0 +1,108 @@
+"""One frozen settings object per process, read from ``SHOPSTREAM_*`` variables.
+
+Every Kafka client in the project is built from a :class:`Settings` (see
+:mod:`shopstream.kafka`); nothing else reads the environment.
+"""
+
+from __future__ import annotations
+
+from functools import cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from shopstream.errors import UserError
+
+ProcessingGuarantee = Literal["exactly-once", "at-least-once"]
+SaslMechanism = Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"]
+
+DEFAULT_BROKER_ADDRESS = "127.0.0.1:19092"
+
+
+class Settings(BaseSettings):
+    """Process-wide configuration; immutable once read.
+
+    Defaults run everything locally against the embedded broker on port 19092,
+    the same external port the Redpanda compose file publishes.
+    """
+
+    model_config = SettingsConfigDict(env_prefix="SHOPSTREAM_", frozen=True, extra="ignore")
+
+    broker_address: str = Field(
+        DEFAULT_BROKER_ADDRESS, description="Kafka bootstrap servers, host:port[,host:port]"
+    )
+    sasl_mechanism: SaslMechanism | None = Field(
+        None, description="SASL mechanism; unset means no authentication"
+    )
+    sasl_username: str | None = Field(None, description="SASL user name")
+    sasl_password: SecretStr | None = Field(None, description="SASL password")
+    tls_ca_file: Path | None = Field(
+        None, description="CA bundle; set it to connect over TLS"
+    )
+    data_dir: Path = Field(
+        Path("./data"), description="Quix state stores, DuckDB files, caches"
+    )
+    processing_guarantee: ProcessingGuarantee = Field(
+        "exactly-once", description="Quix apps: exactly-once (transactions) or at-least-once"
+    )
+    session_timeout_ms: int = Field(
+        6000, ge=1000, description="Consumer group session timeout (ms)"
+    )
+    heartbeat_interval_ms: int = Field(
+        500, ge=100, description="Consumer group heartbeat interval (ms)"
+    )
+    instance_id: str = Field(
+        "0",
+        pattern=r"^[A-Za-z0-9_.-]+$",
+        description="Stable id of this app instance; part of its transactional.id",
+    )
+
+    @field_validator("broker_address")
+    @classmethod
+    def _check_address(cls, value: str) -> str:
+        for server in value.split(","):
+            host, sep, port = server.strip().rpartition(":")
+            if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+                raise ValueError(f"expected host:port[,host:port], got {value!r}")
+        return value
+
+    @property
+    def security_protocol(self) -> str:
+        """librdkafka ``security.protocol`` implied by the SASL and TLS settings."""
+        tls = self.tls_ca_file is not None
+        if self.sasl_mechanism:
+            return "SASL_SSL" if tls else "SASL_PLAINTEXT"
+        return "SSL" if tls else "PLAINTEXT"
+
+    def with_broker(self, address: str) -> Settings:
+        """A copy pointing at another broker (validated like the environment)."""
+        return load_settings(broker_address=address, base=self)
+
+
+def load_settings(base: Settings | None = None, **overrides: object) -> Settings:
+    """Read settings from the environment (or ``base``) plus ``overrides``.
+
+    Raises :class:`UserError` naming the variable and the problem, never a
+    pydantic traceback.
+    """
+    try:
+        if base is None:
+            return Settings(**overrides)  # type: ignore[arg-type]
+        values = base.model_dump() | overrides
+        return Settings.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = str(first["loc"][0]) if first["loc"] else "?"
+        env = f"SHOPSTREAM_{field.upper()}"
+        raise UserError(
+            f"bad setting {env}={first.get('input')!r}: {first['msg']} "
+            f"- fix the variable or the flag"
+        ) from None
+
+
+@cache
+def get_settings() -> Settings:
+    """The process's settings, read once from the environment."""
+    return load_settings()

@@ -1,0 +1,104 @@
+"""Shared fixtures: broker lanes, per-test settings, unique topic and group names.
+
+Integration tests take the ``broker`` fixture and run once per broker lane:
+``embedded`` (Tansu, what users get without Docker) and ``kafka`` (Apache Kafka,
+the reference that judges delivery guarantees). Choose lanes with
+``--lanes embedded,kafka`` (default: both). Without Java the Kafka lane skips
+with the reason - except under CI (``CI=true``), where it must run.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from shopstream.admin import create_topics
+from shopstream.brokers import BrokerProcess, make_broker
+from shopstream.settings import Settings, load_settings
+from shopstream.topics import TopicSpec
+
+ALL_LANES = ("embedded", "kafka")
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--lanes",
+        default=os.environ.get("SHOPSTREAM_TEST_LANES", ",".join(ALL_LANES)),
+        help="comma-separated broker lanes for integration tests: embedded,kafka",
+    )
+
+
+def _lanes(config: pytest.Config) -> list[str]:
+    lanes = [lane.strip() for lane in str(config.getoption("--lanes")).split(",") if lane.strip()]
+    unknown = sorted(set(lanes) - set(ALL_LANES))
+    if unknown:
+        raise pytest.UsageError(f"unknown lane(s) {unknown}; choose from {ALL_LANES}")
+    return lanes
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "broker_lane" in metafunc.fixturenames:
+        metafunc.parametrize("broker_lane", _lanes(metafunc.config), scope="session")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        if "broker_lane" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.integration)
+
+
+_started: dict[str, BrokerProcess] = {}
+
+
+@pytest.fixture(scope="session")
+def broker(broker_lane: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[BrokerProcess]:
+    """A broker process of this lane, started once per session on a free port."""
+    if broker_lane == "kafka":
+        from shopstream.brokers.kafka_reference import unavailable_reason
+
+        reason = unavailable_reason()
+        if reason:
+            if os.environ.get("CI") == "true":
+                pytest.fail(f"kafka lane must run under CI but cannot: {reason}")
+            pytest.skip(f"kafka lane skipped: {reason}")
+    if broker_lane not in _started:
+        log = tmp_path_factory.mktemp(f"broker-{broker_lane}") / "broker.log"
+        _started[broker_lane] = make_broker(broker_lane, log_path=log).start()  # type: ignore[arg-type]
+    yield _started[broker_lane]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    for proc in _started.values():
+        proc.stop()
+    _started.clear()
+
+
+@pytest.fixture
+def settings(broker: BrokerProcess, tmp_path: Path) -> Settings:
+    """Settings for one test: this lane's broker, a private data dir."""
+    return load_settings(broker_address=broker.address, data_dir=tmp_path / "data")
+
+
+@pytest.fixture
+def unique() -> Callable[[str], str]:
+    """``unique("orders")`` -> ``"orders-3f9c1a2b"``: names no other test uses."""
+    suffix = uuid.uuid4().hex[:8]
+    return lambda base: f"{base}-{suffix}"
+
+
+@pytest.fixture
+def isolated_topics(
+    settings: Settings, unique: Callable[[str], str]
+) -> Callable[..., list[TopicSpec]]:
+    """Create catalog topics under unique names on this lane's broker."""
+
+    def create(*specs: TopicSpec) -> list[TopicSpec]:
+        renamed = [s.renamed(unique(s.name)) for s in specs]
+        create_topics(settings, renamed)
+        return renamed
+
+    return create
