@@ -7,6 +7,7 @@ Apache Kafka or the embedded broker is a matter of settings alone.
 
 from __future__ import annotations
 
+import socket
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -72,8 +73,26 @@ def make_admin(settings: Settings) -> AdminClient:
     return AdminClient(connection_config(settings))
 
 
+def _first_reachable(address: str, timeout: float = 1.0) -> str | None:
+    """Why no bootstrap server accepts a TCP connection, or None if one does."""
+    reason = "no server listed"
+    for server in address.split(","):
+        host, _, port = server.strip().rpartition(":")
+        try:
+            with socket.create_connection((host.strip("[]"), int(port)), timeout=timeout):
+                return None
+        except OSError as exc:
+            reason = exc.strerror or str(exc)
+    return reason.lower()
+
+
 def fetch_metadata(settings: Settings, timeout: float = 5.0) -> ClusterMetadata:
     """Cluster metadata, or :class:`BrokerUnreachable` if nobody answers in time."""
+    # A plain TCP probe first: it fails in milliseconds with a precise reason
+    # (refused, unknown host) where librdkafka would retry until the timeout.
+    refused = _first_reachable(settings.broker_address)
+    if refused:
+        raise BrokerUnreachable(settings.broker_address, refused)
     # log_level 0: the caller reports an unreachable broker in one line of its own.
     probe = {"socket.connection.setup.timeout.ms": 2000, "log_level": 0}
     admin = AdminClient(connection_config(settings) | probe)

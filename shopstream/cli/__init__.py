@@ -1,0 +1,1 @@
+"""The shopstream command line (composition root)."""
