@@ -129,4 +129,3 @@ def run_produce(
             stats.stopped_by = stop.reason
             sender.close(flush_timeout)
     return stats
-

@@ -109,38 +109,98 @@ RATIO = click.FloatRange(0.0, 1.0)
 
 
 @click.command("produce")
-@click.option("--channel", "channels", type=ChannelsParam(), default="all", show_default=True,
-              help="Which channels to simulate: mobile, pos, web, warehouse or all.")
-@click.option("--rate", type=click.FloatRange(min=0.0), default=1000.0, show_default=True,
-              help="Records per second (token bucket); 0 sends as fast as the broker takes them.")
-@click.option("--count", type=click.IntRange(min=1),
-              help="Stop after this many records (the opening stock load is extra).")
-@click.option("--duration", type=DurationParam(),
-              help="Stop after this long, e.g. 90s, 5m, 2h (wall clock).")
-@click.option("--seed", type=int, default=1, show_default=True,
-              help="Same seed and flags, same events.")
-@click.option("--speedup", type=click.FloatRange(min=0.0, min_open=True),
-              help="Event time runs at most N times faster than wall time (e.g. 1 = real time).")
-@click.option("--start-time", type=StartTimeParam(),
-              help="Event time of the first event, ISO 8601 (UTC if no zone); default: now.")
-@click.option("--scale", type=click.FloatRange(min=0.0, min_open=True), default=1.0,
-              show_default=True, help="Multiplies the customer traffic per simulated second.")
-@click.option("--flash-sale", is_flag=True,
-              help="Bursts: a 20-minute sale every 3 h of event time, online traffic x6.")
-@click.option("--invalid-ratio", type=RATIO, default=0.0, show_default=True,
-              help="Malformed records added per valid event.")
-@click.option("--invalid-kinds", type=KindsParam(), default="all", show_default=True,
-              help=f"Malformed kinds to draw from: {', '.join(MALFORMED_KINDS)}.")
-@click.option("--duplicate-ratio", type=RATIO, default=0.0, show_default=True,
-              help="Share of valid events sent twice (same event_id).")
-@click.option("--late-ratio", type=RATIO, default=0.0, show_default=True,
-              help="Share of valid events whose event time is 1-10 minutes in the past.")
-@click.option("--opening/--no-opening", default=True, show_default=True,
-              help="Send the opening stock (one Restocked per SKU and store) first.")
-@click.option("--topic", "topic_overrides", multiple=True, metavar="CHANNEL=TOPIC",
-              help="Send a channel to another topic (repeatable).")
-@click.option("--broker", metavar="HOST:PORT",
-              help="Broker address (default: SHOPSTREAM_BROKER_ADDRESS).")
+@click.option(
+    "--channel",
+    "channels",
+    type=ChannelsParam(),
+    default="all",
+    show_default=True,
+    help="Which channels to simulate: mobile, pos, web, warehouse or all.",
+)
+@click.option(
+    "--rate",
+    type=click.FloatRange(min=0.0),
+    default=1000.0,
+    show_default=True,
+    help="Records per second (token bucket); 0 sends as fast as the broker takes them.",
+)
+@click.option(
+    "--count",
+    type=click.IntRange(min=1),
+    help="Stop after this many records (the opening stock load is extra).",
+)
+@click.option(
+    "--duration", type=DurationParam(), help="Stop after this long, e.g. 90s, 5m, 2h (wall clock)."
+)
+@click.option(
+    "--seed", type=int, default=1, show_default=True, help="Same seed and flags, same events."
+)
+@click.option(
+    "--speedup",
+    type=click.FloatRange(min=0.0, min_open=True),
+    help="Event time runs at most N times faster than wall time (e.g. 1 = real time).",
+)
+@click.option(
+    "--start-time",
+    type=StartTimeParam(),
+    help="Event time of the first event, ISO 8601 (UTC if no zone); default: now.",
+)
+@click.option(
+    "--scale",
+    type=click.FloatRange(min=0.0, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Multiplies the customer traffic per simulated second.",
+)
+@click.option(
+    "--flash-sale",
+    is_flag=True,
+    help="Bursts: a 20-minute sale every 3 h of event time, online traffic x6.",
+)
+@click.option(
+    "--invalid-ratio",
+    type=RATIO,
+    default=0.0,
+    show_default=True,
+    help="Malformed records added per valid event.",
+)
+@click.option(
+    "--invalid-kinds",
+    type=KindsParam(),
+    default="all",
+    show_default=True,
+    help=f"Malformed kinds to draw from: {', '.join(MALFORMED_KINDS)}.",
+)
+@click.option(
+    "--duplicate-ratio",
+    type=RATIO,
+    default=0.0,
+    show_default=True,
+    help="Share of valid events sent twice (same event_id).",
+)
+@click.option(
+    "--late-ratio",
+    type=RATIO,
+    default=0.0,
+    show_default=True,
+    help="Share of valid events whose event time is 1-10 minutes in the past.",
+)
+@click.option(
+    "--opening/--no-opening",
+    default=True,
+    show_default=True,
+    help="Send the opening stock (one Restocked per SKU and store) first.",
+)
+@click.option(
+    "--topic",
+    "topic_overrides",
+    multiple=True,
+    metavar="CHANNEL=TOPIC",
+    help="Send a channel to another topic (repeatable).",
+)
+@click.option(
+    "--broker", metavar="HOST:PORT", help="Broker address (default: SHOPSTREAM_BROKER_ADDRESS)."
+)
 def produce(
     channels: frozenset[IngressChannel],
     rate: float,

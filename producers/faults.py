@@ -260,9 +260,7 @@ def _make_late(
     ev = orjson.loads(rec.value)
     when = rec.timestamp_ms - shift
     ev["occurred_at"] = ts(when)
-    return Record(
-        rec.channel, rec.key, orjson.dumps(ev), rec.headers, when, rec.event_type, "late"
-    )
+    return Record(rec.channel, rec.key, orjson.dumps(ev), rec.headers, when, rec.event_type, "late")
 
 
 def _make_malformed(rec: Record, rng: random.Random, config: FaultConfig) -> Record | None:

@@ -143,6 +143,11 @@ class ShopSimulator:
         self.emitted_orders = 0
         """How many orders were emitted so far (any channel selected)."""
 
+    @property
+    def promo_skus(self) -> frozenset[str]:
+        """SKUs discounted during flash sales (fixed per seed)."""
+        return frozenset(self.shop.sku_ids[k] for k in self._promo)
+
     # --- opening stock ---------------------------------------------------------
 
     def opening(self) -> Iterator[Record]:

@@ -127,9 +127,7 @@ class TrafficModel:
             since = minute_index - self.start_ms // MINUTE_MS
             flash = self.flash_sale.active(since)
         mult = self.flash_sale.multiplier if flash and self.flash_sale else (1.0, 1.0, 1.0)
-        rates = tuple(
-            BASE_RATE[c] * self.scale * self._shapes[c][mow] * mult[c] for c in range(3)
-        )
+        rates = tuple(BASE_RATE[c] * self.scale * self._shapes[c][mow] * mult[c] for c in range(3))
         return rates, flash  # type: ignore[return-value]
 
     def segment(self, minute_index: int) -> Segment:
