@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import select
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from confluent_kafka.admin import ConfigResource, ResourceType
 from shopstream.admin import create_topics, topic_status
 from shopstream.brokers import BrokerProcess, free_port, make_broker
 from shopstream.brokers.base import port_in_use
+from shopstream.brokers.kafka_reference import CACHE_ENV, kafka_home, unavailable_reason
 from shopstream.kafka import fetch_metadata, make_admin, make_consumer, make_producer
 from shopstream.settings import Settings, load_settings
 from shopstream.topics import ALL_TOPICS, ORDERS, STOCK_LEVELS, TopicSpec
@@ -125,6 +127,22 @@ def test_make_broker_on_a_given_port_starts_and_stops_cleanly(
     if workdir is not None:
         assert not Path(workdir).exists(), "the broker's temp dir must be removed on stop"
     second.stop()  # a second stop is harmless
+
+
+def test_kafka_lane_says_why_it_cannot_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """The one line a machine without Java or Maven gets instead of a kafka lane."""
+    java = shutil.which("java")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    monkeypatch.setenv("PATH", str(bin_dir))
+    monkeypatch.setenv(CACHE_ENV, str(tmp_path / "cache"))
+    assert "no `java` on PATH" in (unavailable_reason() or "")
+    if java is None:
+        pytest.skip("no java on this machine to check the other reasons")
+    (bin_dir / "java").symlink_to(java)
+    assert "no `mvn` on PATH" in (unavailable_reason() or "")
+    (kafka_home() / "libs").mkdir(parents=True)  # an assembled cache needs no Maven
+    assert unavailable_reason() is None
 
 
 # --- topics ------------------------------------------------------------------------------
