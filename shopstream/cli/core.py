@@ -46,10 +46,15 @@ def wait_for_stop_signal(timeout: float | None = None) -> None:
             signal.signal(sig, old)
 
 
-def start_broker(kind: BrokerKind, port: int) -> BrokerProcess:
-    """Start a broker of ``kind`` on loopback ``port`` and log where it listens."""
-    process = make_broker(kind, port=port)
-    log.info("starting %s broker on 127.0.0.1:%d ...", kind, port)
+def start_broker(kind: BrokerKind, port: int, log_dir: Path) -> BrokerProcess:
+    """Start a broker of ``kind`` on loopback ``port`` and log where it listens.
+
+    The broker's own log goes to ``<log_dir>/broker-<kind>.log`` and outlives it.
+    """
+    log_dir.mkdir(parents=True, exist_ok=True)
+    log_path = log_dir / f"broker-{kind}.log"
+    process = make_broker(kind, port=port, log_path=log_path)
+    log.info("starting %s broker on 127.0.0.1:%d (log %s) ...", kind, port, log_path)
     process.start()
     log.info("%s", process.description)
     return process
@@ -70,7 +75,7 @@ kind_option = click.option(
 def broker(port: int, kind: BrokerKind) -> None:
     """Run a local Kafka-API broker in the foreground until Ctrl-C."""
     configure_logging()
-    process = start_broker(kind, port)
+    process = start_broker(kind, port, Path(get_settings().data_dir) / "logs")
     try:
         wait_for_stop_signal()
     finally:
@@ -166,7 +171,7 @@ def up(
     if broker_address:
         settings = load_settings(base=settings, broker_address=broker_address)
     else:
-        process = start_broker("embedded", port)
+        process = start_broker("embedded", port, Path(settings.data_dir) / "logs")
         settings = load_settings(base=settings, broker_address=process.address)
     try:
         created = create_topics(settings)
