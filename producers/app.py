@@ -117,6 +117,7 @@ def run_produce(
     deadline = time.monotonic() + options.duration if options.duration else None
     console = console or Console(stderr=True)
     with stop.on_signals(), LiveLine(stats, console):
+        stats.started = time.monotonic()  # rates measure sending, not the broker check
         try:
             sender.send(opening, deadline=deadline, opening=True)
             sender.send(

@@ -71,16 +71,17 @@ class Stop:
     """A stop request shared by the signal handlers, the live line and the send loop."""
 
     def __init__(self) -> None:
-        self._event = threading.Event()
+        self.requested = False
+        """Read on every record by the send loop (a plain attribute: cheapest check)."""
         self.reason: str | None = None
 
     def set(self, reason: str) -> None:
-        if not self._event.is_set():
+        if not self.requested:
             self.reason = reason
-        self._event.set()
+        self.requested = True
 
     def is_set(self) -> bool:
-        return self._event.is_set()
+        return self.requested
 
     @contextmanager
     def on_signals(self) -> Iterator[None]:
@@ -150,7 +151,7 @@ class Sender:
         if limit is not None and limit <= 0:
             return
         for n, rec in enumerate(records, start=1):
-            if stop.is_set():
+            if stop.requested:
                 return
             if pacer is not None:
                 wait = pacer.delay(rec.timestamp_ms)

@@ -27,6 +27,7 @@ from __future__ import annotations
 import heapq
 import math
 import random
+from bisect import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from itertools import accumulate
@@ -125,6 +126,15 @@ class ShopSimulator:
         self._emit = tuple(c in config.channels for c in SALES_CHANNELS)
         self._emit_warehouse = "warehouse" in config.channels
         self._keys = tuple(loc.encode() for loc in shop.location_ids)
+        # Flat copies of the shop's tables for the hot path (attribute lookups add up).
+        self._customer_cum = shop.channel_cum_weights
+        self._home = shop.customer_home_store
+        self._customer_dc = tuple(shop.region_dc[r] for r in shop.customer_region)
+        self._n_stores, self._n_skus = shop.n_stores, shop.n_skus
+        self._sku_cum = shop.sku_cum_popularity
+        self._sku_total = shop.sku_cum_popularity[-1]
+        self._sku_price, self._sku_ids = shop.sku_price, shop.sku_ids
+        self._sku_category, self._reorder = shop.sku_category, shop.reorder_point
         self._stock = list(shop.opening_stock)
         self._pending = bytearray(len(self._stock))
         # Per location, the SKUs awaiting a restock ("low stock"), with O(1) removal.
@@ -222,21 +232,30 @@ class ShopSimulator:
         return shop.region_dc[shop.customer_region[customer]]
 
     def _order(self, now: int, channel: int) -> Record | None:
-        shop, rnd = self.shop, self._rnd
-        customer = shop.pick_customer(channel, rnd())
-        loc = self._location_for(customer, channel)
+        # The hot path (about 90% of records): locals and inlined lookups on purpose.
+        rnd, shop = self._rnd, self.shop
+        cum = self._customer_cum[channel]
+        customer = bisect(cum, rnd() * cum[-1])
+        home = self._home[customer]
+        if channel == POS:
+            loc = int(rnd() * self._n_stores) if rnd() < POS_AWAY_FROM_HOME else home
+        elif rnd() < CLICK_AND_COLLECT:
+            loc = home
+        else:
+            loc = self._customer_dc[customer]
         n_lines = _BASKET[int(rnd() * 1000)]
         skus: list[int] = []
         qtys: list[int] = []
         prices: list[float] = []
         promo = self._flash and self._promo_share > 0
+        sku_cum, sku_total, sku_price = self._sku_cum, self._sku_total, self._sku_price
         while len(skus) < n_lines:
             if promo and rnd() < self._promo_share:
                 k = self._promo[int(rnd() * len(self._promo))]
                 price = self._promo_price[k]
             else:
-                k = shop.pick_sku(rnd())
-                price = shop.sku_price[k]
+                k = bisect(sku_cum, rnd() * sku_total)
+                price = sku_price[k]
             if k in skus:
                 continue  # one line per SKU
             skus.append(k)
@@ -248,14 +267,18 @@ class ShopSimulator:
 
         # Mirror the stock service: an order is fulfilled only if every line is
         # available; only fulfilled orders deplete stock and can be returned.
-        stock, base = self._stock, loc * shop.n_skus
-        if all(stock[base + k] >= q for k, q in zip(skus, qtys, strict=True)):
+        stock, base = self._stock, loc * self._n_skus
+        for k, q in zip(skus, qtys, strict=True):
+            if stock[base + k] < q:
+                break
+        else:
+            reorder, pending, category = self._reorder, self._pending, self._sku_category
             for k, q, p in zip(skus, qtys, prices, strict=True):
                 i = base + k
                 stock[i] -= q
-                if stock[i] < shop.reorder_point[i] and not self._pending[i]:
-                    self._schedule_restock(now, i, loc >= shop.n_stores)
-                if rnd() < _RETURN_RATE[shop.sku_category[k]]:
+                if stock[i] < reorder[i] and not pending[i]:
+                    self._schedule_restock(now, i, loc >= self._n_stores)
+                if rnd() < _RETURN_RATE[category[k]]:
                     back = q if q == 1 or rnd() < 0.7 else 1 + int(rnd() * q)
                     self._schedule(
                         now + self._return_delay(), _RETURN,
@@ -265,6 +288,7 @@ class ShopSimulator:
             return None
         self.emitted_orders += 1
         channel_name = SALES_CHANNELS[channel]
+        sku_ids = self._sku_ids
         value = orjson.dumps(
             {
                 "event_id": event_id,
@@ -279,7 +303,7 @@ class ShopSimulator:
                     "order_id": order_id,
                     "customer_id": shop.customer_ids[customer],
                     "lines": [
-                        {"sku": shop.sku_ids[k], "qty": q, "unit_price": p}
+                        {"sku": sku_ids[k], "qty": q, "unit_price": p}
                         for k, q, p in zip(skus, qtys, prices, strict=True)
                     ],
                     "currency": "EUR",
@@ -289,7 +313,8 @@ class ShopSimulator:
         )
         return Record(
             channel_name, self._keys[loc], value,
-            _headers(b"OrderPlaced", channel_name, order_id), now, "OrderPlaced",
+            [*_ORDER_HEADERS[channel], ("correlation_id", order_id.encode())],
+            now, "OrderPlaced",
         )  # fmt: skip
 
     def _return_delay(self) -> int:
@@ -445,6 +470,10 @@ class ShopSimulator:
 
 
 _CHANNEL_BYTES = {name: name.encode() for name in (*SALES_CHANNELS, "system")}
+_ORDER_HEADERS = tuple(
+    (("event_type", b"OrderPlaced"), ("schema_version", b"1"), ("channel", _CHANNEL_BYTES[c]))
+    for c in SALES_CHANNELS
+)
 
 
 def _headers(event_type: bytes, channel: str, correlation_id: str) -> list[tuple[str, bytes]]:
