@@ -140,7 +140,7 @@ def main() -> None:
             f"{min(values):,.0f}..{max(values):,.0f}",
             f"{median['shopstream'] / median[key]:.2f}x",
         )
-    Console().print(table)
+    Console(width=120).print(table)
 
 
 if __name__ == "__main__":

@@ -219,3 +219,9 @@ def test_a_stop_request_ends_sending() -> None:
     sender.send(records, pacer=Pacer.of(1000.0, None))
     assert time.monotonic() - started < 2.0
     assert stop.reason == "test"
+
+
+def test_duration_stops_a_paced_sender_that_never_has_to_wait() -> None:
+    stats, _ = produce_with_fake(options(rate=1e9, duration=0.5, opening=False))
+    assert stats.stopped_by == "duration"
+    assert stats.elapsed < 2.0
