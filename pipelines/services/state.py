@@ -1,0 +1,115 @@
+"""The key-value state the business rules read and write, and two plain implementations.
+
+Rules take a :class:`KeyValueState` - the subset of Quix Streams' ``State`` they use - so
+they run unchanged on a Quix state store (one per message key, changelog-backed) and on a
+:class:`MemoryState` in unit tests. :class:`StagedState` buffers writes so that a rule
+that raises half-way leaves the real store untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any, Protocol
+
+_MISSING = object()
+
+Key = str | bytes
+"""State keys: text for the services' readable keys, bytes where speed matters (router)."""
+
+
+class KeyValueState(Protocol):
+    """Per-key state: what ``quixstreams.State`` offers and the rules rely on.
+
+    ``ttl`` is event-time based (Quix Streams stamps the current record's timestamp);
+    an expired entry reads as absent.
+    """
+
+    def get(self, key: Key, default: Any = None) -> Any: ...
+
+    def set(self, key: Key, value: Any, ttl: timedelta | None = None) -> None: ...
+
+    def exists(self, key: Key) -> bool: ...
+
+    def delete(self, key: Key) -> None: ...
+
+
+class MemoryState:
+    """A dict-backed :class:`KeyValueState` with event-time TTL, for tests and folds.
+
+    ``now_ms`` plays the role of the current record's timestamp: set it before each call
+    to exercise expiry the way a Quix store would see it.
+    """
+
+    def __init__(self, now_ms: int = 0) -> None:
+        self.now_ms = now_ms
+        self._data: dict[Key, tuple[Any, int | None]] = {}
+
+    def get(self, key: Key, default: Any = None) -> Any:
+        item = self._data.get(key)
+        if item is None or self._expired(item[1]):
+            return default
+        return item[0]
+
+    def set(self, key: Key, value: Any, ttl: timedelta | None = None) -> None:
+        expires = None if ttl is None else self.now_ms + int(ttl.total_seconds() * 1000)
+        self._data[key] = (value, expires)
+
+    def exists(self, key: Key) -> bool:
+        return self.get(key, _MISSING) is not _MISSING
+
+    def delete(self, key: Key) -> None:
+        self._data.pop(key, None)
+
+    def keys(self) -> Iterator[Key]:
+        """Live (unexpired) keys, for assertions."""
+        return (k for k, (_, exp) in self._data.items() if not self._expired(exp))
+
+    def _expired(self, expires: int | None) -> bool:
+        return expires is not None and expires <= self.now_ms
+
+
+class StagedState:
+    """Reads through to ``inner``, buffers writes until :meth:`commit`.
+
+    Why: a rule that fails after some writes must leave no trace, so the record can be
+    dead-lettered and the stream go on with the store exactly as it was.
+    """
+
+    __slots__ = ("_deleted", "_inner", "_writes")
+
+    def __init__(self, inner: KeyValueState) -> None:
+        self._inner = inner
+        self._writes: dict[Key, tuple[Any, timedelta | None]] = {}
+        self._deleted: set[Key] = set()
+
+    def get(self, key: Key, default: Any = None) -> Any:
+        if key in self._writes:
+            return self._writes[key][0]
+        if key in self._deleted:
+            return default
+        return self._inner.get(key, default)
+
+    def set(self, key: Key, value: Any, ttl: timedelta | None = None) -> None:
+        self._deleted.discard(key)
+        self._writes[key] = (value, ttl)
+
+    def exists(self, key: Key) -> bool:
+        if key in self._writes:
+            return True
+        if key in self._deleted:
+            return False
+        return self._inner.exists(key)
+
+    def delete(self, key: Key) -> None:
+        self._writes.pop(key, None)
+        self._deleted.add(key)
+
+    def commit(self) -> None:
+        """Apply the buffered deletes and writes to ``inner``."""
+        for key in self._deleted:
+            self._inner.delete(key)
+        for key, (value, ttl) in self._writes.items():
+            self._inner.set(key, value, ttl=ttl)
+        self._writes.clear()
+        self._deleted.clear()

@@ -1,0 +1,239 @@
+"""Stock: the event-sourced inventory aggregate, one per store (the message key) and SKU.
+
+Pure rules, no Kafka: :func:`handle` turns one input event (``OrderPlaced``,
+``ItemReturned``, ``Restocked``) into the stock events it causes, and :func:`evolve`
+applies a stock event to the levels. The live service only ever changes a level through
+:func:`evolve` on an event it emits, so the emitted log *is* the state:
+:func:`rebuild_levels` folds ``stock.events`` from offset zero into exactly the levels the
+live service holds.
+
+State keys, per store:
+
+* ``level:<sku>`` - units on hand (absent = 0).
+* ``order:<order_id>`` - ``{"status": "reserved"|"rejected", "lines": {sku: qty},
+  "released": {sku: qty}, "returns": [return_id, ...]}``: the decision on an order, kept
+  so a duplicate order never reserves twice and a return can release what was reserved.
+* ``restock:<restock_id>`` - marks a delivery as booked, so a duplicate never adds twice.
+
+Business records keep no TTL: an order must be known for as long as it can be returned.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from pipelines.services.state import KeyValueState
+from shopstream.events import (
+    Alert,
+    AlertPayload,
+    Envelope,
+    ItemReturned,
+    OrderPlaced,
+    Restocked,
+    Shortage,
+    StockMovement,
+    StockRejected,
+    StockRejectedPayload,
+    StockReleased,
+    StockReleasedPayload,
+    StockReplenished,
+    StockReplenishedPayload,
+    StockReserved,
+    StockReservedPayload,
+    derive,
+    derived_event_id,
+)
+
+LOW_STOCK_THRESHOLD = 5
+"""An alert fires when a reservation takes a SKU's level from above this to at or below it."""
+
+INPUT_TYPES = frozenset({"OrderPlaced", "ItemReturned", "Restocked"})
+STOCK_EVENT_TYPES = frozenset(
+    {"StockReserved", "StockRejected", "StockReleased", "StockReplenished"}
+)
+
+StockEvent = StockReserved | StockRejected | StockReleased | StockReplenished
+
+
+def level_key(sku: str) -> str:
+    return f"level:{sku}"
+
+
+def handle(event: Envelope, state: KeyValueState) -> list[Envelope]:
+    """Decide and apply: the stock events (and alerts) ``event`` causes, state updated.
+
+    Idempotent on the business id of the input (order, return, restock): handling the
+    same input twice returns ``[]`` the second time and changes nothing.
+    """
+    if isinstance(event, OrderPlaced):
+        return _on_order(event, state)
+    if isinstance(event, ItemReturned):
+        return _on_return(event, state)
+    if isinstance(event, Restocked):
+        return _on_restock(event, state)
+    return []
+
+
+def evolve(state: KeyValueState, event: Envelope) -> None:
+    """Apply one stock event to the levels in ``state``; other events change nothing."""
+    for movement in movements(event):
+        state.set(level_key(movement.sku), movement.level_after)
+
+
+def movements(event: Envelope) -> list[StockMovement]:
+    """The level changes a stock event records (none for a rejection)."""
+    if isinstance(event, StockReserved):
+        return list(event.payload.movements)
+    if isinstance(event, StockReleased | StockReplenished):
+        return [event.payload.movement]
+    return []
+
+
+def _on_order(order: OrderPlaced, state: KeyValueState) -> list[Envelope]:
+    p = order.payload
+    record_key = f"order:{p.order_id}"
+    if state.exists(record_key):
+        return []
+    wanted: dict[str, int] = {}
+    for line in p.lines:  # the same SKU may appear on two lines
+        wanted[line.sku] = wanted.get(line.sku, 0) + line.qty
+    available = {sku: int(state.get(level_key(sku), 0)) for sku in wanted}
+    shortages = [
+        Shortage(sku=sku, requested=qty, available=available[sku])
+        for sku, qty in wanted.items()
+        if qty > available[sku]
+    ]
+    out: list[Envelope] = []
+    if shortages:
+        out.append(
+            derive(
+                order,
+                StockRejected,
+                StockRejectedPayload(
+                    order_id=p.order_id, customer_id=p.customer_id, shortages=shortages
+                ),
+            )
+        )
+        state.set(
+            record_key, {"status": "rejected", "lines": wanted, "released": {}, "returns": []}
+        )
+        return out
+    reserved = derive(
+        order,
+        StockReserved,
+        StockReservedPayload(
+            order_id=p.order_id,
+            customer_id=p.customer_id,
+            movements=[
+                StockMovement(sku=sku, delta=-qty, level_after=available[sku] - qty)
+                for sku, qty in wanted.items()
+            ],
+        ),
+    )
+    evolve(state, reserved)
+    state.set(record_key, {"status": "reserved", "lines": wanted, "released": {}, "returns": []})
+    out.append(reserved)
+    for m in reserved.payload.movements:
+        before = m.level_after - m.delta
+        if before > LOW_STOCK_THRESHOLD >= m.level_after:
+            out.append(_low_stock_alert(order, m.sku, m.level_after))
+    return out
+
+
+def _on_return(ret: ItemReturned, state: KeyValueState) -> list[Envelope]:
+    p = ret.payload
+    record_key = f"order:{p.order_id}"
+    record: dict[str, Any] | None = state.get(record_key)
+    # A return of an unknown or rejected order moves no stock; finance raises the alert.
+    if record is None or record["status"] != "reserved" or p.return_id in record["returns"]:
+        return []
+    reserved = int(record["lines"].get(p.sku, 0))
+    released = int(record["released"].get(p.sku, 0))
+    qty = min(p.qty, reserved - released)
+    record = {
+        **record,
+        "returns": [*record["returns"], p.return_id],
+        "released": {**record["released"], p.sku: released + max(qty, 0)},
+    }
+    state.set(record_key, record)
+    if qty <= 0:  # more units returned than were ever reserved: nothing to put back
+        return []
+    level = int(state.get(level_key(p.sku), 0))
+    event = derive(
+        ret,
+        StockReleased,
+        StockReleasedPayload(
+            return_id=p.return_id,
+            order_id=p.order_id,
+            movement=StockMovement(sku=p.sku, delta=qty, level_after=level + qty),
+        ),
+    )
+    evolve(state, event)
+    return [event]
+
+
+def _on_restock(restock: Restocked, state: KeyValueState) -> list[Envelope]:
+    p = restock.payload
+    marker = f"restock:{p.restock_id}"
+    if state.exists(marker):
+        return []
+    state.set(marker, 1)
+    level = int(state.get(level_key(p.sku), 0))
+    event = derive(
+        restock,
+        StockReplenished,
+        StockReplenishedPayload(
+            restock_id=p.restock_id,
+            movement=StockMovement(sku=p.sku, delta=p.qty, level_after=level + p.qty),
+        ),
+    )
+    evolve(state, event)
+    return [event]
+
+
+def _low_stock_alert(cause: OrderPlaced, sku: str, level: int) -> Alert:
+    return derive(
+        cause,
+        Alert,
+        AlertPayload(
+            alert_id=str(derived_event_id(cause.event_id, "Alert", f"low_stock/{sku}")),
+            kind="low_stock",
+            severity="critical" if level == 0 else "warning",
+            subject=f"{cause.store_id}/{sku}",
+            message=f"{sku} at {cause.store_id} is down to {level} units",
+            details={"sku": sku, "level": level, "threshold": LOW_STOCK_THRESHOLD},
+        ),
+        event_id=derived_event_id(cause.event_id, "Alert", f"low_stock/{sku}"),
+    )
+
+
+class LogInconsistent(ValueError):
+    """The stock event log contradicts itself: a movement's level_after does not follow."""
+
+
+def rebuild_levels(events: Iterable[Envelope]) -> dict[tuple[str, str], int]:
+    """Fold the stock event log, in log order per store, into ``{(store_id, sku): level}``.
+
+    Events already folded (same ``event_id``) are skipped: a broker may deliver a record
+    twice (see docs/services.md), and re-applying a movement would double it. Every
+    movement is checked: ``level before + delta == level_after``; a break raises
+    :class:`LogInconsistent`, because then the log no longer explains the state.
+    """
+    levels: dict[tuple[str, str], int] = {}
+    seen: set[str] = set()
+    for event in events:
+        eid = str(event.event_id)
+        if eid in seen:
+            continue
+        seen.add(eid)
+        for m in movements(event):
+            key = (event.store_id, m.sku)
+            before = levels.get(key, 0)
+            if before + m.delta != m.level_after:
+                raise LogInconsistent(
+                    f"{event.event_type} {eid} for {key}: {before} {m.delta:+d} "
+                    f"!= level_after {m.level_after}"
+                )
+            levels[key] = m.level_after
+    return levels
