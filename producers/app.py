@@ -120,6 +120,7 @@ def run_produce(
         stats.started = time.monotonic()  # rates measure sending, not the broker check
         try:
             sender.send(opening, deadline=deadline, opening=True)
+            stats.traffic_started = time.monotonic()
             sender.send(
                 traffic,
                 pacer=Pacer.of(options.rate, options.speedup),

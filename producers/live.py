@@ -112,7 +112,12 @@ def summary_table(stats: ProduceStats, *, seed: int, start_iso: str) -> Table:
     rate = stats.sent / elapsed if elapsed > 0 else 0.0
     table.add_row("sent", f"{stats.sent:,} records in {elapsed:.1f} s ({rate:,.0f}/s)")
     if stats.opening:
-        table.add_row("  opening stock", f"{stats.opening:,}")
+        table.add_row("  opening stock", f"{stats.opening:,} (unpaced)")
+        if stats.traffic_started is not None:
+            traffic = stats.sent - stats.opening
+            took = (stats.finished or time.monotonic()) - stats.traffic_started
+            per_s = f" ({traffic / took:,.0f}/s)" if took > 0 else ""
+            table.add_row("  traffic", f"{traffic:,} in {took:.1f} s{per_s}")
     table.add_row("acked", f"{stats.acked:,}")
     failed = f"{stats.failed:,}" + (f" ({stats.last_error})" if stats.failed else "")
     table.add_row("failed", failed)

@@ -51,6 +51,8 @@ class ProduceStats:
     first_event_ms: int | None = None
     last_event_ms: int | None = None
     started: float = field(default_factory=time.monotonic)
+    traffic_started: float | None = None
+    """When the paced traffic began (after the opening stock load)."""
     finished: float | None = None
     last_error: str | None = None
     stopped_by: str | None = None
@@ -205,6 +207,7 @@ class Sender:
             if step > 0.002:
                 self._producer.poll(step)
             else:
+                self._producer.poll(0)  # keep acks current on the live line
                 time.sleep(step)  # poll() rounds to whole ms; sleep is finer
 
     def close(self, timeout: float = 30.0) -> None:
