@@ -60,8 +60,9 @@ def _uuid(rng: Random) -> str:
     return str(uuid.UUID(int=rng.getrandbits(128), version=4))
 
 
-def _envelope(rng: Random, etype: str, t: int, channel: str, store: str, corr: str,
-              cause: str = "") -> dict[str, Any]:  # fmt: skip
+def _envelope(
+    rng: Random, etype: str, t: int, channel: str, store: str, corr: str, cause: str = ""
+) -> dict[str, Any]:
     return {
         "event_id": _uuid(rng),
         "event_type": etype,
@@ -79,9 +80,10 @@ def generate(spec: SampleSpec, seed: int = 7) -> list[Sample]:
     rng = Random(seed)
     stores = [f"ST-{i + 1:03d}" for i in range(spec.stores)]
     skus = [f"SKU-{10001 + i:05d}" for i in range(spec.skus)]
-    prices = {sku: round(rng.uniform(1, 120)) - 0.01 for sku in skus}
+    prices = {sku: round(round(rng.uniform(1, 120)) - 0.01, 2) for sku in skus}
     weights = [1 / (i + 1) for i in range(spec.skus)]  # a few SKUs sell most
     level = {(s, k): rng.randint(*spec.opening_stock) for s in stores for k in skus}
+    empty = {s: {k for k in skus if level[s, k] == 0} for s in stores}
 
     timed: list[tuple[int, int, Sample]] = []  # (event time, tie-break, record)
     seq = 0
@@ -100,26 +102,43 @@ def generate(spec: SampleSpec, seed: int = 7) -> list[Sample]:
     for n, t in enumerate(order_times):
         while replenish_at <= t:  # stores restock what they ran out of
             for store in stores:
-                for sku in skus:
-                    if level[store, sku] == 0 and rng.random() < 0.5:
+                for sku in sorted(empty[store]):
+                    if rng.random() < 0.5:
+                        empty[store].discard(sku)
                         qty = rng.randint(3, 10)
                         level[store, sku] = qty
-                        env = _envelope(rng, "StockReplenished", replenish_at, "system", store,
-                                        f"R-{store}-{sku}-{replenish_at}")  # fmt: skip
+                        env = _envelope(
+                            rng,
+                            "StockReplenished",
+                            replenish_at,
+                            "system",
+                            store,
+                            f"R-{store}-{sku}-{replenish_at}",
+                        )
                         move = {"sku": sku, "delta": qty, "level_after": qty}
-                        add("stock", env | {"payload": {"restock_id": env["correlation_id"],
-                                                        "movement": move}}, replenish_at)  # fmt: skip
+                        add(
+                            "stock",
+                            env
+                            | {"payload": {"restock_id": env["correlation_id"], "movement": move}},
+                            replenish_at,
+                        )
             replenish_at += spec.replenish_every_minutes * 60_000
         store = rng.choice(stores)
         channel = rng.choice(spec.channels)
         order_id = f"O-{seed}-{n:06d}"
         customer = f"C-{rng.randrange(1, 500):05d}"
         chosen = rng.choices(skus, weights, k=rng.randint(1, 4))
-        lines = [{"sku": sku, "qty": rng.randint(1, 3), "unit_price": prices[sku]}
-                 for sku in chosen]  # fmt: skip
+        lines = [
+            {"sku": sku, "qty": rng.randint(1, 3), "unit_price": prices[sku]} for sku in chosen
+        ]
         order = _envelope(rng, "OrderPlaced", t, channel, store, order_id) | {
-            "payload": {"order_id": order_id, "customer_id": customer, "lines": lines,
-                        "currency": "EUR", "payment_method": "card"}  # fmt: skip
+            "payload": {
+                "order_id": order_id,
+                "customer_id": customer,
+                "lines": lines,
+                "currency": "EUR",
+                "payment_method": "card",
+            }
         }
         add("orders", order, t)
         need: dict[str, int] = {}
@@ -129,13 +148,19 @@ def generate(spec: SampleSpec, seed: int = 7) -> list[Sample]:
         stock = _envelope(rng, "", t, channel, store, order_id, order["event_id"])
         if short:
             stock["event_type"] = "StockRejected"
-            stock["payload"] = {"order_id": order_id, "customer_id": customer, "shortages": [
-                {"sku": sku, "requested": q, "available": level[store, sku]} for sku, q in short
-            ]}  # fmt: skip
+            stock["payload"] = {
+                "order_id": order_id,
+                "customer_id": customer,
+                "shortages": [
+                    {"sku": sku, "requested": q, "available": level[store, sku]} for sku, q in short
+                ],
+            }
         else:
             moves = []
             for sku, q in need.items():
                 level[store, sku] -= q
+                if level[store, sku] == 0:
+                    empty[store].add(sku)
                 moves.append({"sku": sku, "delta": -q, "level_after": level[store, sku]})
             stock["event_type"] = "StockReserved"
             stock["payload"] = {"order_id": order_id, "customer_id": customer, "movements": moves}
@@ -149,29 +174,47 @@ def generate(spec: SampleSpec, seed: int = 7) -> list[Sample]:
                 pstore = past["store_id"]
                 rid = f"RT-{past['payload']['order_id']}"
                 ret = _envelope(rng, "ItemReturned", rt, past["channel"], pstore, rid)
-                ret["payload"] = {"return_id": rid, "order_id": past["payload"]["order_id"],
-                                  "customer_id": past["payload"]["customer_id"],
-                                  "sku": line["sku"], "qty": qty,
-                                  "reason": rng.choice(["damaged", "wrong_size", "changed_mind"]),
-                                  "amount": round(qty * line["unit_price"], 2)}  # fmt: skip
+                ret["payload"] = {
+                    "return_id": rid,
+                    "order_id": past["payload"]["order_id"],
+                    "customer_id": past["payload"]["customer_id"],
+                    "sku": line["sku"],
+                    "qty": qty,
+                    "reason": rng.choice(["damaged", "wrong_size", "changed_mind"]),
+                    "amount": round(qty * line["unit_price"], 2),
+                }
                 add("returns", ret, rt)
                 level[pstore, line["sku"]] += qty
-                rel = _envelope(rng, "StockReleased", rt, past["channel"], pstore, rid,
-                                ret["event_id"])  # fmt: skip
-                rel["payload"] = {"return_id": rid, "order_id": past["payload"]["order_id"],
-                                  "movement": {"sku": line["sku"], "delta": qty,
-                                               "level_after": level[pstore, line["sku"]]}}  # fmt: skip
+                empty[pstore].discard(line["sku"])
+                rel = _envelope(
+                    rng, "StockReleased", rt, past["channel"], pstore, rid, ret["event_id"]
+                )
+                rel["payload"] = {
+                    "return_id": rid,
+                    "order_id": past["payload"]["order_id"],
+                    "movement": {
+                        "sku": line["sku"],
+                        "delta": qty,
+                        "level_after": level[pstore, line["sku"]],
+                    },
+                }
                 add("stock", rel, rt)
         if rng.random() < spec.questions_per_order:
             qstore = rng.choice(stores)
-            empty = [k for k in skus if level[qstore, k] == 0]
-            sku = rng.choice(empty) if empty and rng.random() < 0.7 else rng.choice(skus)
+            out = empty[qstore]
+            sku = rng.choice(sorted(out)) if out and rng.random() < 0.7 else rng.choice(skus)
             qt = t + rng.randrange(0, 5_000)
             qid = f"Q-{seed}-{n:06d}"
-            question = _envelope(rng, "StockQuestionAsked", qt, rng.choice(spec.channels),
-                                 qstore, qid)  # fmt: skip
-            question["payload"] = {"question_id": qid, "customer_id": customer, "sku": sku,
-                                   "store_id": qstore, "text": f"Is {sku} in stock?"}  # fmt: skip
+            question = _envelope(
+                rng, "StockQuestionAsked", qt, rng.choice(spec.channels), qstore, qid
+            )
+            question["payload"] = {
+                "question_id": qid,
+                "customer_id": customer,
+                "sku": sku,
+                "store_id": qstore,
+                "text": f"Is {sku} in stock?",
+            }
             add("questions", question, qt)
 
     arrivals = []
