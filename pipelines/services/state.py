@@ -61,7 +61,7 @@ class MemoryState:
     def delete(self, key: Key) -> None:
         self._data.pop(key, None)
 
-    def keys(self) -> Iterator[Key]:
+    def live_keys(self) -> Iterator[Key]:
         """Live (unexpired) keys, for assertions."""
         return (k for k, (_, exp) in self._data.items() if not self._expired(exp))
 
