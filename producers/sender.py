@@ -129,7 +129,9 @@ class Sender:
             self.stats.acked += 1
         else:
             self.stats.failed += 1
-            self.stats.last_error = str(err)
+            # Coordinates first: which topic and partition refused the record.
+            where = f"{msg.topic()}[{msg.partition()}]: " if msg is not None else ""
+            self.stats.last_error = f"{where}{err}"
 
     def send(
         self,
