@@ -30,7 +30,6 @@ import random
 from bisect import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from itertools import accumulate
 
 import orjson
 
@@ -150,8 +149,6 @@ class ShopSimulator:
             k: round(max(0.49, shop.sku_price[k] * (1 - discount)), 2) for k in self._promo
         }
         self._promo_share = config.flash_sale.promo_share if config.flash_sale else 0.0
-        self.emitted_orders = 0
-        """How many orders were emitted so far (any channel selected)."""
 
     @property
     def promo_skus(self) -> frozenset[str]:
@@ -286,7 +283,6 @@ class ShopSimulator:
                     )  # fmt: skip
         if not self._emit[channel]:
             return None
-        self.emitted_orders += 1
         channel_name = SALES_CHANNELS[channel]
         sku_ids = self._sku_ids
         value = orjson.dumps(
@@ -484,14 +480,3 @@ def _headers(event_type: bytes, channel: str, correlation_id: str) -> list[tuple
         ("channel", _CHANNEL_BYTES[channel]),
         ("correlation_id", correlation_id.encode()),
     ]
-
-
-def expected_return_rate() -> float:
-    """Mean return probability of one fulfilled order line, weighting by SKU popularity."""
-    shop = build_shop()
-    weights = list(accumulate(shop.sku_popularity))
-    total = weights[-1]
-    return sum(
-        shop.sku_popularity[k] / total * _RETURN_RATE[shop.sku_category[k]]
-        for k in range(shop.n_skus)
-    )
