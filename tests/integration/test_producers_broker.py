@@ -162,4 +162,8 @@ def test_sigterm_flushes_and_summarises(
     acked = int(re.search(r"acked\s+([\d,]+)", out).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert re.search(r"failed\s+0\b", out), out
     assert sent == acked > 16_800, "the opening stock and some traffic, all acknowledged"
+    # Rate control into a real broker: the paced traffic ran at 2,000/s within 10%.
+    rate = re.search(r"traffic\s+[\d,]+ in [\d.]+ s \(([\d,]+)/s\)", out)
+    assert rate is not None, out
+    assert int(rate.group(1).replace(",", "")) == pytest.approx(2000, rel=0.10)
     assert len(read_all(settings, list(topics.values()), sent)) == sent
