@@ -10,6 +10,7 @@ Errors a user can fix print one line and exit with code 2; see :func:`main`.
 from __future__ import annotations
 
 import sys
+import warnings
 from collections.abc import Sequence
 
 import click
@@ -39,6 +40,9 @@ def _add_role_commands() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return its exit code (2 for any error the user can fix)."""
+    # quixstreams imports authlib's httpx client, which warns on every start of every
+    # process; the warning is about authlib's own future, not anything we can act on.
+    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     _add_role_commands()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
