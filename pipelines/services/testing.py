@@ -1,0 +1,173 @@
+"""Run the apps as real processes and read what they wrote: for tests and demos.
+
+* :class:`AppProcess` - ``python -m pipelines.services NAME --namespace S`` as a child
+  process with the given settings in its environment: start, SIGTERM, SIGKILL.
+* :class:`TopicReader` - reads topics from offset zero by assignment (no group join,
+  so no rebalance wait), ``read_committed`` by default, decoding events as they come.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from confluent_kafka import OFFSET_BEGINNING, TopicPartition
+
+from pipelines.services.runtime import Namespace
+from shopstream.events import DecodeError, Envelope, decode
+from shopstream.kafka import make_consumer
+from shopstream.settings import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The ``SHOPSTREAM_*`` variables that reproduce ``settings`` in a child process."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        secret = getattr(value, "get_secret_value", None)
+        env[f"SHOPSTREAM_{name.upper()}"] = str(secret() if secret else value)
+    return env
+
+
+class AppProcess:
+    """One app of the topology in a child process; output goes to ``log_dir/NAME.log``."""
+
+    def __init__(self, name: str, namespace: Namespace, settings: Settings, log_dir: Path) -> None:
+        self.name = name
+        self.namespace = namespace
+        self.settings = settings
+        self.log_path = log_dir / f"{name}.log"
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> AppProcess:
+        args = [sys.executable, "-m", "pipelines.services", self.name]
+        if self.namespace.suffix:
+            args += ["--namespace", self.namespace.suffix]
+        with open(self.log_path, "ab") as log:
+            self._proc = subprocess.Popen(
+                args, env=settings_env(self.settings), stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    def kill(self) -> None:
+        """SIGKILL: no flush, no commit, no goodbye - a crash."""
+        assert self._proc is not None
+        self._proc.send_signal(signal.SIGKILL)
+        self._proc.wait()
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait: the app commits its checkpoint and exits; returns the exit code."""
+        assert self._proc is not None
+        if self._proc.poll() is None:
+            self._proc.send_signal(signal.SIGTERM)
+            try:
+                self._proc.wait(timeout=timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.kill()
+                self._proc.wait()
+        return self._proc.returncode
+
+    def log_tail(self, lines: int = 20) -> str:
+        if not self.log_path.exists():
+            return ""
+        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+
+
+@dataclass(frozen=True, slots=True)
+class ReadRecord:
+    """One consumed record; ``event`` is ``None`` when the value does not decode."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: list[tuple[str, bytes]]
+    timestamp: int
+    event: Envelope | None
+
+
+class TopicReader:
+    """Everything on some topics from offset zero, accumulated per topic as it arrives."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        topics: Iterable[str],
+        isolation: str = "read_committed",
+    ) -> None:
+        self.records: dict[str, list[ReadRecord]] = defaultdict(list)
+        self._consumer = make_consumer(
+            settings, "shopstream-topic-reader", **{"isolation.level": isolation}
+        )
+        names = list(topics)
+        metadata = self._consumer.list_topics(timeout=10)
+        self._consumer.assign(
+            [
+                TopicPartition(t, p, OFFSET_BEGINNING)
+                for t in names
+                for p in metadata.topics[t].partitions
+            ]
+        )
+
+    def poll(self, timeout: float = 0.2) -> int:
+        """Read what is there now; return how many records arrived."""
+        got = 0
+        for msg in self._consumer.consume(num_messages=5000, timeout=timeout):
+            if msg.error() is not None:
+                continue
+            decoded = decode(msg.value())
+            self.records[msg.topic()].append(
+                ReadRecord(
+                    topic=msg.topic(),
+                    partition=msg.partition(),
+                    offset=msg.offset(),
+                    key=msg.key(),
+                    value=msg.value(),
+                    headers=list(msg.headers() or []),
+                    timestamp=msg.timestamp()[1],
+                    event=None if isinstance(decoded, DecodeError) else decoded,
+                )
+            )
+            got += 1
+        return got
+
+    def wait_for(
+        self, done: Callable[[TopicReader], bool], timeout: float, settle: float = 0.0
+    ) -> bool:
+        """Poll until ``done(self)``, then keep reading for ``settle`` seconds more.
+
+        Why settle: a test that counts must also see records that would arrive *after*
+        the expected ones (a duplicate), before it concludes there are none.
+        """
+        deadline = time.monotonic() + timeout
+        while not done(self):
+            if time.monotonic() > deadline:
+                return False
+            self.poll()
+        end = time.monotonic() + settle
+        while time.monotonic() < end:
+            self.poll()
+        return True
+
+    def events(self, topic: str, event_type: str | None = None) -> list[Any]:
+        """Decoded events read from ``topic`` (optionally of one type), in arrival order."""
+        return [
+            r.event
+            for r in self.records.get(topic, [])
+            if r.event is not None and (event_type is None or r.event.event_type == event_type)
+        ]
+
+    def close(self) -> None:
+        self._consumer.close()

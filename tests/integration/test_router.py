@@ -1,0 +1,186 @@
+"""The router against a real broker (every lane): every ingress record is accounted for.
+
+One run over a mix of valid events on all four ingress topics, every malformed kind the
+simulator's fault flags make (``producers.faults``), and resends of valid events. Then:
+``in = routed + dead-lettered + duplicates`` by the router's counters, each valid event on
+its typed topic exactly once and byte for byte, each malformed record in dead letters
+whole (key, value, headers, timestamp) with the right error kind and coordinates that
+point back at it. Runs under both processing guarantees.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import uuid
+from collections import Counter
+from typing import Any
+
+import pytest
+from confluent_kafka import KafkaError
+
+from pipelines import deadletter
+from pipelines.router import build_router, router_topics
+from pipelines.services import samples as s
+from pipelines.services.runtime import Namespace, ensure_topics
+from pipelines.services.testing import TopicReader
+from producers.faults import EXPECTED_ERROR, applicable_kinds, malform
+from shopstream.events import Envelope, encode, headers_for
+from shopstream.kafka import make_producer
+from shopstream.settings import Settings, load_settings
+from shopstream.topics import DEAD_LETTERS, INGRESS_BY_CHANNEL, ROUTES
+
+Sent = tuple[str, bytes, bytes, list[tuple[str, bytes]], int]  # topic, key, value, headers, ts
+
+
+def channel_events() -> list[tuple[str, Envelope]]:
+    """A few valid events per ingress topic, over three stores."""
+    out: list[tuple[str, Envelope]] = []
+    for i in range(12):
+        store = f"store-{i % 3:02d}"
+        channel = ("mobile", "pos", "web")[i % 3]
+        out.append(
+            (
+                channel,
+                s.order(f"o{i}", [("SKU-00001", 1, "2.00")], store_id=store, channel=channel, t=i),
+            )
+        )
+        out.append(
+            (
+                channel,
+                s.returned(
+                    f"ret{i}", f"o{i}", "SKU-00001", 1, "2.00", store_id=store, channel=channel, t=i
+                ),
+            )
+        )
+        out.append(
+            (channel, s.question(f"q{i}", "SKU-00002", store_id=store, channel=channel, t=i))
+        )
+        out.append(("warehouse", s.restock(f"r{i}", "SKU-00003", 5, store_id=store, t=i)))
+    return out
+
+
+@pytest.mark.parametrize("guarantee", ["exactly-once", "at-least-once"])
+def test_every_ingress_record_is_routed_dead_lettered_or_a_counted_duplicate(
+    settings: Settings, guarantee: str
+) -> None:
+    settings = load_settings(base=settings, processing_guarantee=guarantee)
+    ns = Namespace(uuid.uuid4().hex[:8])
+    ensure_topics(settings, ns.topics(router_topics()))
+    rng = random.Random(5)
+
+    valid = channel_events()
+    malformed: list[tuple[str, Envelope, str, bytes]] = [
+        (channel, event, kind, malform(event, kind, rng))
+        for channel, event in valid[:8]
+        for kind in applicable_kinds(event.event_type)
+    ]
+    resent = rng.sample(valid, 6)
+    plan: list[tuple[str, Envelope, bytes]] = [(c, e, encode(e)) for c, e in valid]
+    plan += [(c, e, raw) for c, e, _, raw in malformed]
+    plan += [(c, e, encode(e)) for c, e in resent]
+    rng.shuffle(plan)
+    # A resend must come after its original: move originals ahead of their copies.
+    first_seen: dict[bytes, int] = {}
+    ordered = []
+    for item in plan:
+        if item[2] in first_seen:
+            ordered.append(item)
+        else:
+            first_seen[item[2]] = 1
+            ordered.insert(0, item) if item in resent else ordered.append(item)
+    coordinates: dict[tuple[str, int, int], Sent] = {}
+    producer = make_producer(settings)
+
+    def delivered(headers: list[tuple[str, bytes]], err: KafkaError | None, msg: Any) -> None:
+        assert err is None, err
+        # Delivery reports carry no headers: the ones sent come in through the partial.
+        coordinates[(msg.topic(), msg.partition(), msg.offset())] = (
+            msg.topic(),
+            msg.key(),
+            msg.value(),
+            headers,
+            msg.timestamp()[1],
+        )
+
+    for channel, event, raw in ordered:
+        topic = ns.topic(INGRESS_BY_CHANNEL[channel]).name
+        ts = int(event.occurred_at.timestamp() * 1000)
+        headers = headers_for(event)
+        producer.produce(
+            topic,
+            raw,
+            event.store_id.encode(),
+            headers=headers,
+            timestamp=ts,
+            on_delivery=functools.partial(delivered, headers),
+        )
+    producer.flush(30)
+    assert len(coordinates) == len(ordered)
+
+    built = build_router(settings, ns)
+    built.app.run(timeout=3)
+    stats = built.processor.stats
+
+    assert stats.consumed == len(ordered)
+    assert stats.balanced, stats.summary()
+    assert (stats.routed, stats.dead_lettered, stats.duplicates) == (
+        len(valid),
+        len(malformed),
+        len(resent),
+    ), stats.summary()
+    assert dict(stats.by_error) == dict(Counter(EXPECTED_ERROR[k] for _, _, k, _ in malformed))  # type: ignore[index]
+
+    routes = {ns.topic(spec).name: spec for spec in ROUTES.values()}
+    dlq = ns.topic(DEAD_LETTERS).name
+    reader = TopicReader(settings, [*routes, dlq])
+    try:
+        expected = len(valid) + len(malformed)
+        reader.wait_for(lambda r: sum(map(len, r.records.values())) >= expected, 30, settle=1.0)
+    finally:
+        reader.close()
+
+    # Each valid event exactly once, on its route, verbatim, keyed by its store.
+    routed = [r for topic in routes for r in reader.records.get(topic, [])]
+    assert sorted(r.value for r in routed) == sorted(encode(e) for _, e in valid)  # type: ignore[type-var]
+    for r in routed:
+        assert r.event is not None
+        assert routes[r.topic] == ROUTES[r.event.event_type]
+        assert r.key == r.event.store_id.encode()
+        assert r.headers == headers_for(r.event)
+
+    # Each malformed record whole in dead letters, with the kind the fault promises.
+    letters = [deadletter.DeadLetter.from_message(_AsMessage(r)) for r in reader.records[dlq]]
+    assert len(letters) == len(malformed)
+    kinds_by_value = {raw: EXPECTED_ERROR[kind] for _, _, kind, raw in malformed}  # type: ignore[index]
+    for letter in letters:
+        src = letter.source
+        topic, key, value, headers, ts = coordinates[(src.topic, src.partition, src.offset)]
+        assert (letter.key, letter.value, letter.headers, letter.timestamp) == (
+            key,
+            value,
+            headers,
+            ts,
+        )
+        assert letter.failure.kind == kinds_by_value[value]  # type: ignore[index]
+        assert letter.app == f"router-{ns.suffix}"
+        assert letter.failure.message
+
+
+class _AsMessage:
+    """A :class:`~pipelines.services.testing.ReadRecord` seen as a Kafka message."""
+
+    def __init__(self, record: Any) -> None:
+        self._r = record
+
+    def key(self) -> bytes | None:
+        return self._r.key  # type: ignore[no-any-return]
+
+    def value(self) -> bytes | None:
+        return self._r.value  # type: ignore[no-any-return]
+
+    def headers(self) -> list[tuple[str, bytes]]:
+        return self._r.headers  # type: ignore[no-any-return]
+
+    def timestamp(self) -> tuple[int, int]:
+        return (1, self._r.timestamp)
