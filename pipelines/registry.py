@@ -14,6 +14,8 @@ APPS: dict[str, str] = {
     "finance": "pipelines.services.apps:run_finance",
     "customer-relations": "pipelines.services.apps:run_customer_relations",
     "notifications": "pipelines.services.apps:run_notifications",
+    # windowed sales, returns and demand; alerts (issue 6)
+    "analytics": "pipelines.analytics.app:run",
 }
 """name -> "module:function"; filled in by each pipeline module's author."""
 
