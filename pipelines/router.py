@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pipelines.deadletter import Failure, dead_letter_headers
 from pipelines.services.runtime import (
     CATALOG,
+    COMMIT_INTERVAL_S,
     BuiltApp,
     Emit,
     Namespace,
@@ -74,9 +75,7 @@ class Decision:
     failure: Failure | None = None
 
 
-def decide(
-    raw: bytes | None, state: KeyValueState | None, ttl: timedelta = DEDUPE_TTL
-) -> Decision:
+def decide(raw: bytes | None, state: KeyValueState | None, ttl: timedelta = DEDUPE_TTL) -> Decision:
     """Validate, then dedupe, then route one ingress record. Pure apart from ``state``.
 
     Only a routed event is remembered in ``state`` (by ``event_id``, for ``ttl``); a dead
@@ -231,6 +230,7 @@ def build_router(
     """
     app_name = namespace.app(APP_NAME)
     group = app_options.pop("consumer_group", namespace.group(ROUTER_GROUP))
+    app_options.setdefault("commit_interval", COMMIT_INTERVAL_S)
     app = quix_app(settings, app_name, group, **app_options)
     routes = {
         spec.name: output_topic(app, namespace.topic(spec))

@@ -1,7 +1,9 @@
 """Small deterministic channel events for tests, benchmarks and demos of the services.
 
 Not a simulator (that is :mod:`producers`): each builder makes exactly the event asked
-for, with ids derived from a seed string so a scenario is the same on every run.
+for, with ids derived from its business ids so a scenario is the same on every run.
+Event time is ``origin + t`` seconds; tests against a broker pass a recent ``origin``
+(topics have a retention, and Kafka deletes records older than it).
 """
 
 from __future__ import annotations
@@ -32,9 +34,9 @@ def sample_id(*parts: object) -> uuid.UUID:
     return uuid.uuid5(_NS, "/".join(map(str, parts)))
 
 
-def at(seconds: float) -> datetime:
-    """Event time ``seconds`` after :data:`T0`."""
-    return T0 + timedelta(seconds=seconds)
+def at(seconds: float, origin: datetime = T0) -> datetime:
+    """Event time ``seconds`` after ``origin`` (:data:`T0` unless given)."""
+    return origin + timedelta(seconds=seconds)
 
 
 def order(
@@ -45,11 +47,12 @@ def order(
     channel: Channel = "web",
     customer_id: str = "cust-1",
     t: float = 0.0,
+    origin: datetime = T0,
 ) -> OrderPlaced:
     """An order of ``(sku, qty, unit_price)`` lines."""
     return OrderPlaced(
         event_id=sample_id("order", order_id, store_id),
-        occurred_at=at(t),
+        occurred_at=at(t, origin),
         channel=channel,
         store_id=store_id,
         correlation_id=order_id,
@@ -63,7 +66,14 @@ def order(
 
 
 def return_of(
-    placed: OrderPlaced, return_id: str, sku: str, qty: int, amount: str, *, t: float = 60.0
+    placed: OrderPlaced,
+    return_id: str,
+    sku: str,
+    qty: int,
+    amount: str,
+    *,
+    t: float = 60.0,
+    origin: datetime = T0,
 ) -> ItemReturned:
     """A return of ``qty`` of ``sku`` from ``placed``, refunded at ``amount``."""
     return returned(
@@ -76,6 +86,7 @@ def return_of(
         channel=placed.channel,
         customer_id=placed.payload.customer_id,
         t=t,
+        origin=origin,
     )
 
 
@@ -90,11 +101,12 @@ def returned(
     channel: Channel = "web",
     customer_id: str = "cust-1",
     t: float = 60.0,
+    origin: datetime = T0,
 ) -> ItemReturned:
     """A return referring to ``order_id`` (which may be unknown, on purpose)."""
     return ItemReturned(
         event_id=sample_id("return", return_id, store_id),
-        occurred_at=at(t),
+        occurred_at=at(t, origin),
         channel=channel,
         store_id=store_id,
         correlation_id=return_id,
@@ -111,12 +123,18 @@ def returned(
 
 
 def restock(
-    restock_id: str, sku: str, qty: int, *, store_id: str = "store-01", t: float = -60.0
+    restock_id: str,
+    sku: str,
+    qty: int,
+    *,
+    store_id: str = "store-01",
+    t: float = -60.0,
+    origin: datetime = T0,
 ) -> Restocked:
     """A delivery of ``qty`` units (by default a minute before :data:`T0`)."""
     return Restocked(
         event_id=sample_id("restock", restock_id, store_id),
-        occurred_at=at(t),
+        occurred_at=at(t, origin),
         channel="system",
         store_id=store_id,
         correlation_id=restock_id,
@@ -132,11 +150,12 @@ def question(
     channel: Channel = "mobile",
     customer_id: str = "cust-2",
     t: float = 30.0,
+    origin: datetime = T0,
 ) -> StockQuestionAsked:
     """A customer asking whether ``sku`` is in stock at ``store_id``."""
     return StockQuestionAsked(
         event_id=sample_id("question", question_id, store_id),
-        occurred_at=at(t),
+        occurred_at=at(t, origin),
         channel=channel,
         store_id=store_id,
         correlation_id=question_id,

@@ -161,6 +161,14 @@ class TopicReader:
             self.poll()
         return True
 
+    def drain(self, quiet: float = 2.0, timeout: float = 60.0) -> None:
+        """Read until nothing new arrives for ``quiet`` seconds (or ``timeout`` passes)."""
+        deadline = time.monotonic() + timeout
+        last = time.monotonic()
+        while time.monotonic() - last < quiet and time.monotonic() < deadline:
+            if self.poll():
+                last = time.monotonic()
+
     def events(self, topic: str, event_type: str | None = None) -> list[Any]:
         """Decoded events read from ``topic`` (optionally of one type), in arrival order."""
         return [

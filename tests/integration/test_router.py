@@ -14,6 +14,7 @@ import functools
 import random
 import uuid
 from collections import Counter
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -25,7 +26,7 @@ from pipelines.services import samples as s
 from pipelines.services.runtime import Namespace, ensure_topics
 from pipelines.services.testing import TopicReader
 from producers.faults import EXPECTED_ERROR, applicable_kinds, malform
-from shopstream.events import Envelope, encode, headers_for
+from shopstream.events import Envelope, encode, headers_for, utc_ms
 from shopstream.kafka import make_producer
 from shopstream.settings import Settings, load_settings
 from shopstream.topics import DEAD_LETTERS, INGRESS_BY_CHANNEL, ROUTES
@@ -34,29 +35,18 @@ Sent = tuple[str, bytes, bytes, list[tuple[str, bytes]], int]  # topic, key, val
 
 
 def channel_events() -> list[tuple[str, Envelope]]:
-    """A few valid events per ingress topic, over three stores."""
+    """A few valid events per ingress topic, over three stores, timed from now."""
+    now = utc_ms(datetime.now(UTC))
     out: list[tuple[str, Envelope]] = []
     for i in range(12):
-        store = f"store-{i % 3:02d}"
-        channel = ("mobile", "pos", "web")[i % 3]
-        out.append(
-            (
-                channel,
-                s.order(f"o{i}", [("SKU-00001", 1, "2.00")], store_id=store, channel=channel, t=i),
-            )
-        )
-        out.append(
-            (
-                channel,
-                s.returned(
-                    f"ret{i}", f"o{i}", "SKU-00001", 1, "2.00", store_id=store, channel=channel, t=i
-                ),
-            )
-        )
-        out.append(
-            (channel, s.question(f"q{i}", "SKU-00002", store_id=store, channel=channel, t=i))
-        )
-        out.append(("warehouse", s.restock(f"r{i}", "SKU-00003", 5, store_id=store, t=i)))
+        where = {"store_id": f"store-{i % 3:02d}", "t": i, "origin": now}
+        ch = ("mobile", "pos", "web")[i % 3]
+        out += [
+            (ch, s.order(f"o{i}", [("SKU-00001", 1, "2.00")], channel=ch, **where)),  # type: ignore[arg-type]
+            (ch, s.returned(f"ret{i}", f"o{i}", "SKU-00001", 1, "2.00", channel=ch, **where)),  # type: ignore[arg-type]
+            (ch, s.question(f"q{i}", "SKU-00002", channel=ch, **where)),  # type: ignore[arg-type]
+            ("warehouse", s.restock(f"r{i}", "SKU-00003", 5, **where)),  # type: ignore[arg-type]
+        ]
     return out
 
 
