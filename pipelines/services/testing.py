@@ -161,6 +161,12 @@ class TopicReader:
             self.poll()
         return True
 
+    def read_for(self, seconds: float) -> None:
+        """Keep reading for ``seconds``."""
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.poll()
+
     def drain(self, quiet: float = 2.0, timeout: float = 60.0) -> None:
         """Read until nothing new arrives for ``quiet`` seconds (or ``timeout`` passes)."""
         deadline = time.monotonic() + timeout

@@ -17,6 +17,7 @@ restart fences its dead predecessor. Then:
 
 from __future__ import annotations
 
+import re
 import uuid
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator
@@ -37,9 +38,11 @@ from shopstream.kafka import make_producer
 from shopstream.settings import Settings, load_settings
 from shopstream.topics import FINANCE_EVENTS, NOTIFICATIONS, ORDERS, STOCK_EVENTS
 
-ORDERS_N = 4000
+ORDERS_N = 8_000
 STORES = 7
 KILLS = 2
+KILL_AFTER_S = 1.5
+"""How long a life writes before it is killed: past at least one commit (1 s interval)."""
 EMBEDDED_ABORTED_RECORDS_GAP = (
     "Tansu hands records of aborted and fenced transactions to read_committed readers: the "
     "killed instance's uncommitted invoices are delivered next to the copies its restart "
@@ -56,6 +59,7 @@ class Killed:
     notifications: Counter[str]
     """NotificationSent per causing invoice event id, from an idempotent consumer."""
     outputs_at_kill: list[int]
+    """Orders with an invoice written (committed or not) when each kill came."""
     log: str
 
 
@@ -99,12 +103,15 @@ def killed(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> I
     finance = AppProcess("finance", ns, settings, tmp).start()
     outputs_at_kill: list[int] = []
     try:
-        for k in range(KILLS):
-            target = (k + 1) * ORDERS_N // (KILLS + 2)
-            seen = lambda r, n=target: len(r.records[invoices_topic]) >= n  # noqa: E731
-            assert watch.wait_for(seen, timeout=120), finance.log_tail()
+        for _ in range(KILLS):
+            # Kill once this life has written for a while: past a commit or two (so the
+            # restart resumes from committed offsets and state) and with a transaction open.
+            before = len(watch.records[invoices_topic])
+            writing = lambda r, n=before: len(r.records[invoices_topic]) > n  # noqa: E731
+            assert watch.wait_for(writing, timeout=120), finance.log_tail()
+            watch.read_for(KILL_AFTER_S)
             finance.kill()
-            outputs_at_kill.append(len(watch.records[invoices_topic]))
+            outputs_at_kill.append(len({e.payload.order_id for e in watch.events(invoices_topic)}))
             finance.start()
         reader = TopicReader(settings, [invoices_topic])
         try:
@@ -137,9 +144,13 @@ def killed(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> I
     yield Killed(settings, ns, invoices, notifications, outputs_at_kill, finance.log_tail())
 
 
-def test_the_kills_hit_mid_stream(killed: Killed) -> None:
+def test_the_kills_hit_mid_stream_and_the_last_life_resumed(killed: Killed) -> None:
     assert len(killed.outputs_at_kill) == KILLS
     assert all(0 < n < ORDERS_N for n in killed.outputs_at_kill), killed.outputs_at_kill
+    # The last instance did not start over: it resumed from committed offsets.
+    match = re.search(r"stopped; consumed=(\d+)", killed.log)
+    assert match, killed.log
+    assert 0 < int(match.group(1)) < 2 * ORDERS_N, killed.log
 
 
 def test_no_invoice_missing_and_no_order_invoiced_twice(killed: Killed) -> None:
