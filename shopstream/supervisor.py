@@ -25,6 +25,8 @@ from shopstream.settings import Settings
 
 log = logging.getLogger("shopstream.up")
 MAX_RESTARTS = 5
+STATUS_EVERY_S = 60.0
+"""How often ``shopstream up`` logs which processes are alive."""
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -85,7 +87,11 @@ class Supervisor:
         return _Child(spec, popen, log_file, restarts)
 
     def _watch(self) -> None:
+        next_status = time.monotonic() + STATUS_EVERY_S
         while not self._stopping.wait(1.0):
+            if time.monotonic() >= next_status:
+                next_status += STATUS_EVERY_S
+                self._log_status()
             for name, child in list(self._children.items()):
                 code = child.popen.poll()
                 if code is None or self._stopping.is_set():
@@ -105,6 +111,14 @@ class Supervisor:
                 if self._stopping.wait(delay):
                     return
                 self._children[name] = self._spawn(child.spec, child.restarts + 1)
+
+    def _log_status(self) -> None:
+        alive = self.running()
+        restarts = sum(c.restarts for c in self._children.values())
+        log.info(
+            "%d process(es) running: %s; %d restart(s); logs in %s",
+            len(alive), ", ".join(sorted(alive)) or "none", restarts, self.log_dir,
+        )  # fmt: skip
 
     def running(self) -> dict[str, int]:
         """Names and pids of the children alive now."""
