@@ -41,7 +41,7 @@ from pipelines.services.runtime import (
     configure_logging,
     current_source,
     ensure_topics,
-    header,
+    ids_for_log,
     input_topic,
     output_topic,
     produce_emits,
@@ -189,13 +189,16 @@ class RouterProcessor:
         self.stats.dead_lettered += 1
         self.stats.by_error[failure.kind] += 1
         event = decision.event
+        event_id, correlation_id = (
+            (str(event.event_id), event.correlation_id) if event else ids_for_log(value, headers)
+        )
         self._warn.warning(
             "%s: dead letter %s at %s event_id=%s correlation_id=%s: %s",
             self.app_name,
             failure.kind,
             source,
-            event.event_id if event else "-",
-            event.correlation_id if event else header(headers, "correlation_id"),
+            event_id,
+            correlation_id,
             failure.message,
         )
         return Emit(

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import orjson
 from quixstreams.models.serializers import SerializationContext, Serializer
 
 from pipelines.deadletter import Failure, Source, dead_letter_headers
@@ -142,11 +143,30 @@ def current_source() -> Source:
 
 
 def header(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str:
-    """A header as text, ``-`` when absent (for log lines about undecodable records)."""
+    """A header as text, ``-`` when absent."""
     for key, value in headers or ():
         if key == name and value is not None:
             return value.decode("utf-8", "replace")
     return "-"
+
+
+def ids_for_log(
+    value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None
+) -> tuple[str, str]:
+    """``(event_id, correlation_id)`` of a record that failed validation, as far as known.
+
+    Best effort for the error log: from the JSON if it parses to an object (a schema
+    violation usually still carries its ids), else the ``correlation_id`` header, else ``-``.
+    """
+    event_id, correlation_id = "-", header(headers, "correlation_id")
+    try:
+        doc = orjson.loads(value) if value else None
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict):
+        event_id = str(doc.get("event_id") or "-")[:64]
+        correlation_id = str(doc.get("correlation_id") or correlation_id)[:64]
+    return event_id, correlation_id
 
 
 class ThrottledLog:
@@ -278,9 +298,11 @@ class ServiceProcessor:
         event = decode(value)
         if isinstance(event, DecodeError):
             source = current_source()
+            event_id, correlation_id = ids_for_log(value, headers)
             self._warn.warning(
-                "%s: undecodable record at %s (%s: %s) correlation_id=%s - dead-lettered",
-                self.app_name, source, event.kind, event.message, header(headers, "correlation_id"),
+                "%s: undecodable record at %s event_id=%s correlation_id=%s (%s: %s) "
+                "- dead-lettered",
+                self.app_name, source, event_id, correlation_id, event.kind, event.message,
             )  # fmt: skip
             return [
                 self._dead_letter(

@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import pytest
 from quixstreams.context import set_message_context
 from quixstreams.models import MessageContext
@@ -16,7 +17,7 @@ from pipelines.router import DEDUPE_TTL, RouterProcessor, decide
 from pipelines.services import samples as s
 from pipelines.services.state import MemoryState
 from producers.faults import EXPECTED_ERROR, applicable_kinds, malform
-from shopstream.events import Alert, AlertPayload, derive, encode, headers_for
+from shopstream.events import Alert, AlertPayload, derive, encode, headers_for, to_json_dict
 from shopstream.topics import ROUTES
 
 CHANNEL_EVENTS = [
@@ -120,3 +121,18 @@ def test_processor_counts_balance_and_dead_letters_keep_the_record(in_message: N
     assert (errors[deadletter.PARTITION], errors[deadletter.OFFSET]) == (b"2", b"41")
     assert errors[deadletter.APP] == b"router"
     assert errors[deadletter.MESSAGE]
+
+
+def test_dead_letter_log_line_carries_coordinates_and_ids(
+    in_message: None, caplog: pytest.LogCaptureFixture
+) -> None:
+    proc = RouterProcessor({}, "topic:deadletters", "router")  # type: ignore[arg-type]
+    order = CHANNEL_EVENTS[0]
+    doc = to_json_dict(order)
+    doc["payload"]["lines"][0]["qty"] = "two"  # a schema violation: the ids are still there
+    with caplog.at_level("WARNING", logger="pipelines.router"):
+        proc(orjson.dumps(doc), b"store-01", 5, [], MemoryState())
+        proc(b"\x00garbage", b"store-01", 5, [("correlation_id", b"o-7")], MemoryState())
+    first, second = (r.getMessage() for r in caplog.records)
+    assert f"wrong_type at ingress.web[2]@41 event_id={order.event_id} correlation_id=o1" in first
+    assert "ingress.web[2]@41 event_id=- correlation_id=o-7" in second
