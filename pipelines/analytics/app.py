@@ -12,7 +12,15 @@
 
 Stage 1 runs per input partition (the inputs are co-partitioned by ``store_id``)
 and sends each closed pane's partial sums as a digest; stage 2 sees every digest
-and emits a window once every partition has closed it. The rules live in
+and emits a window once every partition has closed it.
+
+Consumption order: merging several topics with ``concat`` makes Quix Streams 3.28
+consume them time-aligned (a buffer that releases the record with the lowest
+timestamp across the topics of a partition). The rules here do not need it -
+lateness is judged per input topic, ticks handle idle inputs - and it cost this
+app most of its throughput (about 6k instead of 20k+ events/s on Apache Kafka,
+``benchmarks/analytics_throughput.py``) and can stall (quix-streams#1116), so the
+app switches it off (:func:`_consume_unaligned`). The rules live in
 :mod:`~pipelines.analytics.local` and :mod:`~pipelines.analytics.combine`; their
 state is persisted per checkpoint by :mod:`~pipelines.analytics.persistence`,
 in the app's exactly-once transaction unless settings choose at-least-once.
@@ -28,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 from quixstreams.context import message_context
+from quixstreams.models.serializers import Serializer
 
 from pipelines.analytics.catalog import (
     CategoryOf,
@@ -40,7 +49,7 @@ from pipelines.analytics.combine import GlobalCombiner
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.local import DIGEST_KEY, PartitionAggregator
 from pipelines.analytics.persistence import CheckpointHook, PartitionEngines
-from pipelines.analytics.records import Coordinates, Emit, InputKind, OutputRole
+from pipelines.analytics.records import INPUT_KINDS, Coordinates, Emit, InputKind, OutputRole
 from pipelines.analytics.ticker import ClockBoard, Ticker
 from shopstream import topics as catalog
 from shopstream.admin import create_topics
@@ -51,22 +60,12 @@ from shopstream.topics import TopicSpec
 if TYPE_CHECKING:
     from quixstreams import Application
     from quixstreams.dataframe import StreamingDataFrame
+    from quixstreams.models import Topic
 
 log = logging.getLogger("pipelines.analytics")
 
 APP_NAME = "analytics"
 STATS_EVERY_S = 30.0
-
-KEY_FIELD: dict[OutputRole, str] = {
-    "late": "store_id",
-    "sales_by_channel": "channel",
-    "sales_by_store": "store_id",
-    "top_skus": "sku",
-    "returns": "key",
-    "demand": "sku",
-    "alert": "store_id",
-}
-"""Which field of each output record is its message key (see the topic catalog)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +119,38 @@ def _parse(value: bytes | None) -> Any:
         return value  # the engine keeps it as "unreadable"
 
 
+def _tick_of(value: Any) -> tuple[int | None, list[InputKind] | None]:
+    """(watermark, inputs) of a tick record; anything malformed reads as a probe."""
+    if not isinstance(value, dict) or not isinstance(value.get("watermark"), int):
+        return None, None
+    inputs = value.get("inputs")
+    if isinstance(inputs, list):
+        return value["watermark"], [k for k in INPUT_KINDS if k in inputs]
+    return value["watermark"], None
+
+
+class EmitSerializer(Serializer):
+    """JSON of an :class:`Emit`'s value: outputs travel as ``Emit`` up to the producer."""
+
+    def __call__(self, value: Emit, ctx: Any) -> bytes:
+        return orjson.dumps(value.value)
+
+
+def _consume_unaligned(sdf: StreamingDataFrame) -> None:
+    """Undo the time-aligned consumption ``concat`` switched on (see the module docstring).
+
+    quixstreams 3.28 has no public option for it; the flag is checked here so that a
+    library change makes itself known in the log instead of silently slowing the app.
+    """
+    registry = getattr(sdf, "_registry", None)
+    if registry is not None and isinstance(
+        getattr(registry, "_requires_time_alignment", None), bool
+    ):
+        registry._requires_time_alignment = False
+    else:  # pragma: no cover - depends on the installed quixstreams
+        log.warning("analytics: cannot switch off Quix time-aligned consumption; expect it slower")
+
+
 def build_app(
     settings: Settings,
     *,
@@ -156,6 +187,7 @@ def build_app(
     stage1 = frames[0]
     for frame in frames[1:]:
         stage1 = stage1.concat(frame)
+    _consume_unaligned(stage1)
 
     local = PartitionEngines(
         "analytics-local",
@@ -170,13 +202,13 @@ def build_app(
         engine = local.engine(partition)
         parsed = _parse(value)
         if ctx.topic == ticks_name:
-            mark = parsed.get("watermark") if isinstance(parsed, dict) else None
-            out = engine.on_tick(mark if isinstance(mark, int) else None)
-            board.report(partition, engine.event_time_ms, data=False)
+            out = engine.on_tick(*_tick_of(parsed))
+            board.report(partition, None, engine.event_time_ms)
         else:
+            kind = kind_of[ctx.topic]
             where = Coordinates(ctx.topic, partition, ctx.offset)
-            out = engine.on_event(kind_of[ctx.topic], parsed, where)
-            board.report(partition, engine.event_time_ms, data=True)
+            out = engine.on_event(kind, parsed, where)
+            board.report(partition, kind, engine.event_time_ms)
             if out and out[0].role == "late" and out[0].value["reason"] == "unreadable":
                 log.warning("analytics: unreadable input at %s kept as late event", where)
         if time.monotonic() >= next_stats[0]:
@@ -185,7 +217,8 @@ def build_app(
         return out
 
     emitted1 = stage1.apply(run_stage1, expand=True, metadata=True)
-    _route(app, emitted1, "late", topics.late)
+    late_topic = _output_topic(app, topics.late)
+    _produce(emitted1.filter(lambda e: e.role == "late"), lambda _e: late_topic)
     digests = emitted1.filter(lambda e: e.role == "digest").apply(lambda e: e.value)
     stage2 = digests.group_by(lambda _: DIGEST_KEY, name="analytics-digests")
 
@@ -199,24 +232,22 @@ def build_app(
         return combined.engine(message_context().partition).on_digest(value)
 
     emitted2 = stage2.apply(run_stage2, expand=True, metadata=True)
-    for role, spec in topics.outputs().items():
-        if role != "late":
-            _route(app, emitted2, role, spec)
+    # One producing step for every stage-2 output (branching would copy each record).
+    by_role = {role: _output_topic(app, spec) for role, spec in topics.outputs().items()}
+    _produce(emitted2, lambda e: by_role[e.role])
 
     CheckpointHook(local, combined).attach(stage1)
     return app
 
 
-def _route(
-    app: Application, emitted: StreamingDataFrame, role: OutputRole, spec: TopicSpec
-) -> None:
-    """Send the ``role`` outputs to ``spec``'s topic, keyed and stamped with event time."""
-    topic = app.topic(spec.name, key_serializer="str", value_serializer="json")
-    field = KEY_FIELD[role]
-    branch = emitted.filter(lambda e: e.role == role)
-    branch = branch.set_timestamp(lambda e, _key, _ts, _headers: e.timestamp_ms)
-    branch = branch.apply(lambda e: e.value)
-    branch.to_topic(topic, key=lambda value: str(value.get(field) or ""))
+def _output_topic(app: Application, spec: TopicSpec) -> Topic:
+    return app.topic(spec.name, key_serializer="str", value_serializer=EmitSerializer())
+
+
+def _produce(emitted: StreamingDataFrame, topic_of: Callable[[Emit], Topic]) -> None:
+    """Produce each :class:`Emit` to its topic, keyed, stamped with its event time."""
+    emitted = emitted.set_timestamp(lambda e, _key, _ts, _headers: e.timestamp_ms)
+    emitted.to_topic(lambda e, _key, _ts, _headers: topic_of(e), key=lambda e: e.key)
 
 
 def run(settings: Settings) -> None:
@@ -235,7 +266,7 @@ def run(settings: Settings) -> None:
         board=board,
     )
     partitions = len(fetch_metadata(settings).topics[topics.ticks.name].partitions)
-    ticker = Ticker(settings, topics.ticks.name, partitions, board, config)
+    ticker = Ticker(settings, topics.ticks.name, partitions, INPUT_KINDS, board, config)
     ticker.start()
     log.info(
         "analytics: running (group %s, %d tick partitions)",

@@ -9,17 +9,15 @@ as table operations, straight from the definitions in ``docs/analytics.md``:
 * pane = event time floored to ``pane_ms``; a window is a pane or a run of panes;
 * an input record is *late* when its pane end + ``grace_ms`` <= the watermark of
   its topic-partition just before it arrived: max(highest event time seen before
-  it on that topic-partition, highest event time seen before it on any input
-  topic of the partition - ``topic_skew_ms``, highest tick so far); late records
+  it on that topic-partition, highest tick for that input so far); late records
   are not counted;
 * a question is about an out-of-stock SKU when the last on-time stock fact for
   that store and SKU at or before the question's time (ties: later offset)
   states level 0.
 
-Arrival order: ``seq`` orders the records of one partition across its topics.
-With ``topic_skew_ms=None`` only the order within each topic-partition (the
-``offset``) matters, which is what Kafka fixes; that is how the integration
-tests use it.
+Arrival order: ``seq`` orders the records of one partition (ticks among events).
+Only the order within each topic-partition and each tick's place relative to it
+matter - what Kafka fixes, whatever order the consumer interleaves topics in.
 """
 
 from __future__ import annotations
@@ -36,7 +34,10 @@ from pipelines.analytics.config import AnalyticsConfig
 
 @dataclass(frozen=True, slots=True)
 class InputRecord:
-    """One record as the app consumed it. ``kind`` ``"tick"`` carries ``watermark``."""
+    """One record as the app consumed it.
+
+    ``kind`` ``"tick"`` carries ``watermark`` and the ``inputs`` it raises (all if None).
+    """
 
     kind: str
     partition: int
@@ -44,17 +45,18 @@ class InputRecord:
     seq: int
     value: Mapping[str, Any] | None = None
     watermark: int | None = None
+    inputs: tuple[str, ...] | None = None
 
 
+INPUTS = ("orders", "returns", "questions", "stock")
 _EVENT_SCHEMA = {
     "kind": pl.String,
     "partition": pl.Int64,
     "offset": pl.Int64,
     "seq": pl.Int64,
     "t": pl.Int64,
-    "tick": pl.Int64,
     "event_id": pl.String,
-}
+} | {f"tick_{k}": pl.Int64 for k in INPUTS}
 
 
 def _flatten(
@@ -70,6 +72,7 @@ def _flatten(
     }
     for r in records:
         if r.kind == "tick":
+            raised = INPUTS if r.inputs is None else r.inputs
             rows.append(
                 {
                     "kind": "tick",
@@ -77,10 +80,10 @@ def _flatten(
                     "offset": r.offset,
                     "seq": r.seq,
                     "t": None,
-                    "tick": r.watermark,
                     "event_id": None,
                     "occurred_at": None,
                 }
+                | {f"tick_{k}": r.watermark if k in raised else None for k in INPUTS}
             )
             continue
         v = r.value or {}
@@ -91,7 +94,6 @@ def _flatten(
                 "offset": r.offset,
                 "seq": r.seq,
                 "t": None,
-                "tick": None,
                 "event_id": v.get("event_id"),
                 "occurred_at": v["occurred_at"],
             }
@@ -225,17 +227,16 @@ class BatchAnalytics:
         cfg = self.config
         frame = frame.sort("partition", "seq")
         is_event = pl.col("kind") != "tick"
-        before = [
-            # highest event time of the same topic-partition before this record
-            pl.col("t").cum_max().shift(1).over("partition", "kind"),
-            # highest tick so far on the partition (ticks precede the records after them)
-            pl.col("tick").cum_max().forward_fill().shift(1).over("partition"),
-        ]
-        if cfg.topic_skew_ms is not None:
-            before.append(
-                pl.col("t").cum_max().forward_fill().shift(1).over("partition") - cfg.topic_skew_ms
+        # Highest tick for this record's input so far (ticks precede what comes after).
+        tick_before = pl.coalesce(
+            pl.when(pl.col("kind") == k).then(
+                pl.col(f"tick_{k}").cum_max().forward_fill().shift(1).over("partition")
             )
-        frame = frame.with_columns(watermark=pl.max_horizontal(before))
+            for k in INPUTS
+        )
+        # Highest event time of the same topic-partition before this record.
+        own_before = pl.col("t").cum_max().shift(1).over("partition", "kind")
+        frame = frame.with_columns(watermark=pl.max_horizontal(own_before, tick_before))
         pane_end = pl.col("t") - pl.col("t") % cfg.pane_ms + cfg.pane_ms
         return frame.with_columns(
             late=is_event & (pane_end + cfg.grace_ms <= pl.col("watermark")).fill_null(False)

@@ -20,20 +20,14 @@ class AnalyticsConfig:
 
     Lateness, per input topic and partition: an event is *late* when the end of its
     pane plus ``grace_ms`` is at or before that topic-partition's watermark (the
-    highest event time seen there, raised by ticks and by ``topic_skew_ms``). A late
-    event is never counted; it goes to the late-events topic with its reason.
+    highest event time seen there, raised by ticks). A late event is never counted;
+    it goes to the late-events topic with its reason.
     """
 
     pane_ms: int = MINUTE_MS
     """Tumbling window length and slice size of every longer window."""
     grace_ms: int = 2 * MINUTE_MS
     """How long after a pane ends its events are still counted."""
-    topic_skew_ms: int | None = 10 * MINUTE_MS
-    """A quiet input topic's watermark trails the partition's busiest topic by at most
-    this much, so a topic with sparse traffic (returns, stock questions) does not hold
-    back windows forever. ``None`` disables it (watermarks then move only with each
-    topic's own events and with ticks)."""
-
     top_window_ms: int = 15 * MINUTE_MS
     """Top-seller windows: this long, hopping every pane."""
     top_n: int | None = 20
@@ -65,8 +59,9 @@ class AnalyticsConfig:
     tick_interval_s: float = 1.0
     """Wall-clock seconds between ticks sent by the ticker."""
     idle_timeout_s: float = 10.0
-    """A partition with no event for this many wall-clock seconds is idle: ticks move
-    its watermark (with the other partitions, or with the wall clock when all are idle)."""
+    """An input topic with no event for this many wall-clock seconds is idle: ticks move
+    its watermark to its partition's event time, or, when the whole partition is idle,
+    with the other partitions (and with the wall clock once every input is idle)."""
 
     def __post_init__(self) -> None:
         if self.pane_ms <= 0 or self.grace_ms < 0:
@@ -81,8 +76,6 @@ class AnalyticsConfig:
             value = getattr(self, name)
             if value <= 0 or value % self.pane_ms:
                 raise ValueError(f"{name}={value} must be a positive multiple of pane_ms")
-        if self.topic_skew_ms is not None and self.topic_skew_ms < 0:
-            raise ValueError("topic_skew_ms must not be negative")
         if self.top_n is not None and self.top_n <= 0:
             raise ValueError("top_n must be positive or None")
 

@@ -6,8 +6,8 @@ input topics are keyed by ``store_id`` and co-partitioned, so a store's events a
 its stock log meet here). It
 
 * keeps a watermark per input topic: the highest event time seen there, raised by
-  ticks and, unless disabled, kept within ``topic_skew_ms`` of the partition's
-  busiest topic;
+  ticks (:mod:`~pipelines.analytics.ticker`: an idle input follows its partition,
+  an idle partition follows the others);
 * counts an event into its 1-minute pane, or - if the pane ended more than
   ``grace_ms`` before the event's own topic watermark - emits it as a ``late``
   record with the reason, never dropping it silently;
@@ -23,15 +23,16 @@ its stock log meet here). It
 Guarantees: an event is counted at most once and only into an open pane; a pane
 is closed once; a digest covers the panes in ``(after, through]`` and nothing
 else. Lateness depends only on the order records arrive within their own
-topic-partition (plus ticks and the skew bound), so replaying a partition gives
-the same digests. The aggregator is plain Python with no I/O: the Quix wiring
-(:mod:`pipelines.analytics.app`) feeds it and persists its chunks.
+topic-partition and on the ticks, never on how the consumer interleaves topics,
+so replaying a partition gives the same digests. The aggregator is plain Python
+with no I/O: the Quix wiring (:mod:`pipelines.analytics.app`) feeds it and
+persists its chunks.
 """
 
 from __future__ import annotations
 
 from bisect import bisect_left, bisect_right, insort
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
 from pipelines.analytics.config import AnalyticsConfig
@@ -151,7 +152,7 @@ class PartitionAggregator:
         self.config = config
         self._own: dict[str, int] = dict.fromkeys(INPUT_KINDS, NEG_INF)
         self._clock = NEG_INF
-        self._tick = NEG_INF
+        self._tick: dict[str, int] = dict.fromkeys(INPUT_KINDS, NEG_INF)
         self._closed: dict[Family, int] = dict.fromkeys(FAMILIES, NEG_INF)
         self._due = NEG_INF
         """Lowest watermark at which some family may close a pane (see :meth:`_advance`)."""
@@ -191,35 +192,41 @@ class PartitionAggregator:
             if time_ms > self._clock:
                 self._clock = time_ms
         self._dirty.add("meta")
-        # No family watermark exceeds max(clock, tick): below the earliest due pane
-        # boundary nothing can close, which is the case for almost every event.
-        if self._clock >= self._due or self._tick >= self._due:
+        # Only this input's watermark moved: below the earliest due pane boundary
+        # nothing can close, which is the case for almost every event.
+        if self._own[kind] >= self._due:
             out.extend(self._advance())
         return out
 
-    def on_tick(self, watermark_ms: int | None) -> list[Emit]:
-        """Raise every input's watermark to ``watermark_ms`` (``None``: a probe, no-op)."""
+    def on_tick(
+        self, watermark_ms: int | None, inputs: Iterable[InputKind] | None = None
+    ) -> list[Emit]:
+        """Raise the watermark of ``inputs`` (default: all) to ``watermark_ms``.
+
+        ``None`` is a probe: nothing changes (the caller reports the clock).
+        """
         self._stats["ticks"] += 1
         self._dirty.add("meta")
-        if watermark_ms is None or watermark_ms <= self._tick:
+        if watermark_ms is None:
             return []
-        self._tick = int(watermark_ms)
-        return self._advance() if self._tick >= self._due else []
+        moved = False
+        for kind in INPUT_KINDS if inputs is None else inputs:
+            if kind in self._tick and watermark_ms > self._tick[kind]:
+                self._tick[kind] = int(watermark_ms)
+                moved = True
+        return self._advance() if moved and watermark_ms >= self._due else []
 
     # --- watermarks -----------------------------------------------------------------
 
     def watermark(self, kind: InputKind) -> int:
         """Event time up to which input ``kind`` of this partition is considered complete."""
-        mark = self._own[kind]
-        skew = self.config.topic_skew_ms
-        if skew is not None and self._clock - skew > mark:
-            mark = self._clock - skew
-        return max(mark, self._tick)
+        own, tick = self._own[kind], self._tick[kind]
+        return own if own > tick else tick
 
     @property
     def event_time_ms(self) -> int | None:
         """The partition's event-time clock (latest event or tick), ``None`` before any."""
-        now = max(self._clock, self._tick)
+        now = max(self._clock, *self._tick.values())
         return now if now > _KNOWN else None
 
     @property
@@ -416,7 +423,7 @@ class PartitionAggregator:
             return {
                 "own": {k: _opt(v) for k, v in self._own.items()},
                 "clock": _opt(self._clock),
-                "tick": _opt(self._tick),
+                "tick": {k: _opt(v) for k, v in self._tick.items()},
                 "closed": {f: _opt(v) for f, v in self._closed.items()},
                 "stats": dict(self._stats),
             }
@@ -435,7 +442,7 @@ class PartitionAggregator:
             return agg
         agg._own = {k: _unopt(meta["own"].get(k)) for k in INPUT_KINDS}
         agg._clock = _unopt(meta["clock"])
-        agg._tick = _unopt(meta["tick"])
+        agg._tick = {k: _unopt(meta["tick"].get(k)) for k in INPUT_KINDS}
         agg._closed = {f: _unopt(meta["closed"].get(f)) for f in FAMILIES}
         agg._stats.update(meta.get("stats", {}))
         agg._update_due()

@@ -2,28 +2,31 @@
 
 Windows advance on event time, and event time only moves when events arrive: a
 shop that goes quiet would never see its last windows closed, nor the silence
-alert that should say so. The analytics app therefore reads a tick topic next
-to its inputs (co-partitioned). A tick ``{"watermark": T}`` on partition ``p``
-asserts "event time ``T`` has passed on every input of partition ``p``"; the
-engine raises its watermarks to ``T`` (see
-:meth:`~pipelines.analytics.local.PartitionAggregator.on_tick`). A tick with
-``"watermark": null`` is a *probe*: it changes nothing, but the partition's
-owner reports its clock, so a freshly started instance learns where event time
-stands without waiting for data.
+alert that should say so; and a partition whose stock questions stopped would
+hold back its demand windows. The analytics app therefore reads a tick topic next
+to its inputs (co-partitioned). A tick ``{"watermark": T, "inputs": [...]}`` on
+partition ``p`` asserts "event time ``T`` has passed on these inputs of partition
+``p``" (all inputs when ``inputs`` is null); the engine raises those watermarks to
+``T`` (:meth:`~pipelines.analytics.local.PartitionAggregator.on_tick`). A tick
+with ``"watermark": null`` is a *probe*: it changes nothing, but the partition's
+owner reports its clock, so a fresh instance learns where event time stands
+without waiting for data.
 
 The :class:`Ticker` thread of the app decides the ticks from what the engines
-report (:class:`ClockBoard`) with :func:`plan_ticks`:
+report (:class:`ClockBoard`) with :func:`plan_ticks`, on wall-clock idleness:
 
-* while events flow, no tick: event time is what the events say;
-* a partition that has had no event for ``idle_timeout_s`` (wall clock) while
-  others flow is ticked to the others' event time - an empty or quiet partition
-  must not hold back the windows of the whole shop;
-* when every partition has been idle for longer than ``idle_timeout_s``, event
+* while an input's events flow, no tick for it: event time is what events say;
+* an input with no event for ``idle_timeout_s`` while its partition has others
+  flowing is ticked to the partition's event time (an empty stock log must not
+  hold back the demand windows);
+* a partition with every input idle is ticked to the other partitions' event
+  time, and once every partition has been idle for ``idle_timeout_s``, event
   time advances at wall-clock speed from where the events stopped.
 
-Events that arrive after a tick moved past them are late like any other: kept
-on the late-events topic with the reason. Tests produce ticks directly, with
-explicit watermarks, instead of relying on the wall clock.
+Idleness is about wall-clock silence, never about one topic being consumed ahead
+of another, so replaying a backlog does not make events late. Events that arrive
+after a tick moved past them are late like any other: kept on the late-events
+topic with the reason. Tests produce ticks directly, with explicit watermarks.
 """
 
 from __future__ import annotations
@@ -49,10 +52,14 @@ class PartitionClock:
 
     event_ms: int | None
     """The partition's event time (latest event or tick), ``None`` before any."""
-    data_wall: float | None
-    """When it last processed an input event; ``None`` if not since this process started."""
+    data_wall: Mapping[str, float]
+    """Per input: when it last processed an event of that input (this process only)."""
     seen_wall: float
     """When it last reported anything (event or tick)."""
+
+
+Tick = tuple[int, tuple[str, ...] | None]
+"""(watermark, inputs it raises - ``None`` for all)."""
 
 
 class ClockBoard:
@@ -62,11 +69,14 @@ class ClockBoard:
         self._lock = threading.Lock()
         self._clocks: dict[int, PartitionClock] = {}
 
-    def report(self, partition: int, event_ms: int | None, *, data: bool) -> None:
+    def report(self, partition: int, kind: str | None, event_ms: int | None) -> None:
+        """Partition ``partition`` processed an event of input ``kind`` (``None``: a tick)."""
         now = time.monotonic()
         with self._lock:
             before = self._clocks.get(partition)
-            data_wall = now if data else (before.data_wall if before else None)
+            data_wall = dict(before.data_wall) if before else {}
+            if kind is not None:
+                data_wall[kind] = now
             self._clocks[partition] = PartitionClock(event_ms, data_wall, now)
 
     def snapshot(self) -> dict[int, PartitionClock]:
@@ -79,9 +89,10 @@ def plan_ticks(
     started: float,
     clocks: Mapping[int, PartitionClock],
     partitions: int,
+    inputs: tuple[str, ...],
     config: AnalyticsConfig,
-) -> dict[int, int | None]:
-    """The tick to send to each partition: a watermark, ``None`` (probe), or absent (none).
+) -> dict[int, Tick | None]:
+    """The tick to send to each partition: a :data:`Tick`, ``None`` (probe), or absent.
 
     ``now`` and ``started`` (when the process started) are monotonic seconds.
     Partitions that have not reported within five tick intervals are probed, not
@@ -89,21 +100,22 @@ def plan_ticks(
     not reach another instance's partitions.
     """
     stale_after = max(5 * config.tick_interval_s, 5.0)
+    timeout = config.idle_timeout_s
     owned = {p: c for p, c in clocks.items() if now - c.seen_wall <= stale_after}
-    plan: dict[int, int | None] = {p: None for p in range(partitions) if p not in owned}
+    plan: dict[int, Tick | None] = {p: None for p in range(partitions) if p not in owned}
     known = [c.event_ms for c in owned.values() if c.event_ms is not None]
     if not known:
         return plan
-    last_data = max(
-        (c.data_wall for c in owned.values() if c.data_wall is not None), default=started
-    )
-    all_idle_s = now - last_data - config.idle_timeout_s
+    last_data = max((w for c in owned.values() for w in c.data_wall.values()), default=started)
+    all_idle_s = now - max(last_data, started) - timeout
     estimate = max(known) + (int(all_idle_s * 1000) if all_idle_s > 0 else 0)
     for partition, clock in owned.items():
-        idle_s = now - (clock.data_wall if clock.data_wall is not None else started)
-        behind = clock.event_ms is None or estimate > clock.event_ms
-        if idle_s >= config.idle_timeout_s and behind:
-            plan[partition] = estimate
+        idle = tuple(k for k in inputs if now - clock.data_wall.get(k, started) >= timeout)
+        if len(idle) == len(inputs):
+            if clock.event_ms is None or estimate > clock.event_ms:
+                plan[partition] = (estimate, None)
+        elif idle and clock.event_ms is not None:
+            plan[partition] = (clock.event_ms, idle)
     return plan
 
 
@@ -115,17 +127,20 @@ class Ticker:
         settings: Settings,
         topic: str,
         partitions: int,
+        inputs: tuple[str, ...],
         board: ClockBoard,
         config: AnalyticsConfig,
     ) -> None:
         self._topic = topic
         self._partitions = partitions
+        self._inputs = inputs
         self._board = board
         self._config = config
         self._producer = make_producer(settings, **{"linger.ms": 5})
         self._stop = threading.Event()
         self._started = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="analytics-ticker", daemon=True)
+        self._sent: dict[int, Tick] = {}
         self.sent = 0
 
     def start(self) -> None:
@@ -143,19 +158,26 @@ class Ticker:
             except Exception:  # a failed tick must not end the ticker: the next one retries
                 log.exception("analytics ticker: sending ticks failed")
 
-    def tick_once(self) -> dict[int, int | None]:
+    def tick_once(self) -> dict[int, Tick | None]:
+        """Send this round's ticks; a tick equal to the last one sent is not repeated."""
         now = time.monotonic()
         plan = plan_ticks(
-            now, self._started, self._board.snapshot(), self._partitions, self._config
+            now, self._started, self._board.snapshot(), self._partitions, self._inputs, self._config
         )
         wall_ms = int(time.time() * 1000)
-        for partition, watermark in plan.items():
+        for partition, tick in plan.items():
+            if tick is not None and self._sent.get(partition) == tick:
+                continue
+            watermark, inputs = tick if tick is not None else (None, None)
+            value = {"watermark": watermark, "inputs": inputs, "wall_ms": wall_ms}
             self._producer.produce(
                 self._topic,
                 key=str(partition).encode(),
-                value=orjson.dumps({"watermark": watermark, "wall_ms": wall_ms}),
+                value=orjson.dumps(value),
                 partition=partition,
             )
+            if tick is not None:
+                self._sent[partition] = tick
+            self.sent += 1
         self._producer.poll(0)
-        self.sent += len(plan)
         return plan

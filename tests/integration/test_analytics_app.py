@@ -164,7 +164,7 @@ def frame(records: list[dict[str, Any]], columns: list[str]) -> pl.DataFrame:
 def test_every_window_equals_polars_across_a_restart_from_the_changelog(
     settings: Settings, topics: AnalyticsTopics, unique: Callable[[str], str]
 ) -> None:
-    config = AnalyticsConfig(grace_ms=MIN, topic_skew_ms=None, top_n=5)
+    config = AnalyticsConfig(grace_ms=MIN, top_n=5)
     samples = generate(SampleSpec(minutes=30, late_ratio=0.03), seed=42)
     by_kind = topics.inputs()
     group = unique("analytics")
@@ -255,7 +255,6 @@ def test_idle_streams_close_their_windows_and_raise_silence_alerts_on_ticks(
     t0 = 1_717_236_000_000  # 2024-06-01 10:00 UTC
     config = AnalyticsConfig(
         grace_ms=MIN,
-        topic_skew_ms=None,
         silence_ms=10 * MIN,
         silence_baseline_ms=30 * MIN,
         silence_min_expected=5.0,

@@ -14,7 +14,7 @@ from pipelines.analytics.combine import GlobalCombiner
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.local import PartitionAggregator, level_at
 from pipelines.analytics.records import Coordinates, Emit, format_time_ms, parse_time_ms
-from pipelines.analytics.ticker import PartitionClock, plan_ticks
+from pipelines.analytics.ticker import ClockBoard, PartitionClock, plan_ticks
 from shopstream.events import Alert, decode
 
 T0 = 1_717_200_000_000  # 2024-06-01 00:00 UTC, a pane boundary
@@ -88,7 +88,7 @@ def roles(out: list[Emit]) -> list[str]:
 
 
 def test_event_within_grace_is_counted_and_beyond_grace_is_kept_with_the_reason() -> None:
-    agg = PartitionAggregator(0, AnalyticsConfig(grace_ms=MIN, topic_skew_ms=None))
+    agg = PartitionAggregator(0, AnalyticsConfig(grace_ms=MIN))
     feed(agg, "orders", order(T0 + 3 * MIN - 1))
     # Pane [T0+1min, T0+2min) + 1 min grace ends just after the watermark: still counted.
     assert roles(feed(agg, "orders", order(T0 + MIN + 5))) == []
@@ -105,22 +105,27 @@ def test_event_within_grace_is_counted_and_beyond_grace_is_kept_with_the_reason(
 
 
 def test_each_input_topic_has_its_own_watermark() -> None:
-    agg = PartitionAggregator(0, AnalyticsConfig(grace_ms=MIN, topic_skew_ms=None))
+    agg = PartitionAggregator(0, AnalyticsConfig(grace_ms=MIN))
     feed(agg, "orders", order(T0 + 30 * MIN))
     # Questions far behind the orders are not late: their own topic is not past them.
     assert "late" not in roles(feed(agg, "questions", question(T0)))
 
 
-def test_a_quiet_topic_trails_the_busiest_by_at_most_the_skew() -> None:
-    agg = PartitionAggregator(0, AnalyticsConfig(grace_ms=MIN, topic_skew_ms=5 * MIN))
+def test_a_tick_for_one_input_raises_only_that_input() -> None:
+    agg = PartitionAggregator(0, AnalyticsConfig(grace_ms=MIN))
     feed(agg, "orders", order(T0 + 30 * MIN))
-    assert agg.watermark("questions") == T0 + 25 * MIN
-    assert roles(feed(agg, "questions", question(T0 + 10 * MIN))) == ["late"]
-    assert "late" not in roles(feed(agg, "questions", question(T0 + 24 * MIN)))
+    feed(agg, "questions", question(T0 + 10 * MIN))
+    feed(agg, "stock", reserved(T0 + 10 * MIN, "SKU-10001", 3))
+    out = agg.on_tick(T0 + 30 * MIN, ["stock"])  # the stock log went quiet
+    assert agg.watermark("stock") == T0 + 30 * MIN
+    assert agg.watermark("questions") == T0 + 10 * MIN  # still its own
+    assert out == []  # demand waits for questions too
+    assert roles(feed(agg, "stock", reserved(T0 + 20 * MIN, "SKU-10001", 2))) == ["late"]
+    assert "late" not in roles(feed(agg, "questions", question(T0 + 9 * MIN)))
 
 
 def test_a_tick_closes_panes_of_an_idle_partition_and_later_events_are_late() -> None:
-    agg = PartitionAggregator(0, AnalyticsConfig(grace_ms=MIN, topic_skew_ms=None))
+    agg = PartitionAggregator(0, AnalyticsConfig(grace_ms=MIN))
     feed(agg, "orders", order(T0 + 10_000))
     assert agg.on_tick(None) == []  # a probe changes nothing
     out = agg.on_tick(T0 + 5 * MIN)
@@ -150,7 +155,7 @@ def test_a_tick_closes_panes_of_an_idle_partition_and_later_events_are_late() ->
 
 
 def test_digests_cover_each_pane_once_and_report_progress_without_data() -> None:
-    agg = PartitionAggregator(2, AnalyticsConfig(grace_ms=0, topic_skew_ms=None))
+    agg = PartitionAggregator(2, AnalyticsConfig(grace_ms=0))
     first = [e.value for e in agg.on_tick(T0 + 2 * MIN) if e.value["family"] == "sales"]
     assert first == [
         {"family": "sales", "source": 2, "after": None, "through": T0 + 2 * MIN, "panes": {}}
@@ -184,7 +189,7 @@ def test_level_at_takes_the_latest_entry_at_or_before_with_later_offset_winning_
 
 
 def test_questions_are_resolved_against_stock_as_of_their_time_even_if_it_arrives_later() -> None:
-    agg = PartitionAggregator(0, AnalyticsConfig(grace_ms=MIN, topic_skew_ms=None))
+    agg = PartitionAggregator(0, AnalyticsConfig(grace_ms=MIN))
     feed(agg, "questions", question(T0 + 40_000))  # asked when the SKU was out
     feed(agg, "questions", question(T0 + 5_000))  # asked before it ran out
     feed(agg, "stock", reserved(T0 + 30_000, "SKU-10001", 0))  # arrives after both
@@ -355,40 +360,62 @@ def test_catalog_lookups_come_from_the_shop() -> None:
 # --- ticks ------------------------------------------------------------------------------------
 
 
+INPUTS = ("orders", "returns", "questions", "stock")
+
+
 def clock(
-    event_ms: int | None, data_wall: float | None, seen_wall: float = 100.0
+    event_ms: int | None, data_wall: float | dict[str, float] | None, seen_wall: float = 100.0
 ) -> PartitionClock:
-    return PartitionClock(event_ms, data_wall, seen_wall)
+    if isinstance(data_wall, float):
+        data_wall = dict.fromkeys(INPUTS, data_wall)
+    return PartitionClock(event_ms, data_wall or {}, seen_wall)
 
 
 CFG = AnalyticsConfig(tick_interval_s=1.0, idle_timeout_s=10.0)
 
 
+def plan(now: float, clocks: dict[int, PartitionClock], partitions: int = 3) -> dict[int, Any]:
+    return plan_ticks(now, 0.0, clocks, partitions, INPUTS, CFG)
+
+
 def test_probe_partitions_nobody_reported() -> None:
-    assert plan_ticks(100.0, 0.0, {}, 3, CFG) == {0: None, 1: None, 2: None}
+    assert plan(100.0, {}) == {0: None, 1: None, 2: None}
 
 
 def test_no_ticks_while_events_flow() -> None:
-    clocks = {p: clock(T0 + p, data_wall=99.0) for p in range(3)}
-    assert plan_ticks(100.0, 0.0, clocks, 3, CFG) == {}
+    assert plan(100.0, {p: clock(T0 + p, data_wall=99.0) for p in range(3)}) == {}
+
+
+def test_an_idle_input_follows_its_partition() -> None:
+    busy = {"orders": 99.0, "returns": 95.0, "questions": 85.0}  # no stock event since start
+    clocks = {0: clock(T0, busy), 1: clock(T0 + MIN, 99.0), 2: clock(T0 + MIN, 99.0)}
+    assert plan(100.0, clocks) == {0: (T0, ("questions", "stock"))}
 
 
 def test_an_idle_partition_follows_the_busy_ones() -> None:
     clocks = {0: clock(T0 + 5 * MIN, 99.0), 1: clock(T0 + 4 * MIN, 99.5), 2: clock(T0, 50.0)}
-    assert plan_ticks(100.0, 0.0, clocks, 3, CFG) == {2: T0 + 5 * MIN}
+    assert plan(100.0, clocks) == {2: (T0 + 5 * MIN, None)}
     clocks[2] = clock(None, None)  # an empty partition too
-    assert plan_ticks(100.0, 0.0, clocks, 3, CFG) == {2: T0 + 5 * MIN}
+    assert plan(100.0, clocks) == {2: (T0 + 5 * MIN, None)}
 
 
 def test_event_time_runs_with_the_wall_clock_once_everything_is_idle() -> None:
     clocks = {p: clock(T0, data_wall=40.0) for p in range(3)}
     # Idle for 60 s, 10 s of which is the timeout: event time moved on by 50 s.
-    assert plan_ticks(100.0, 0.0, clocks, 3, CFG) == {p: T0 + 50_000 for p in range(3)}
+    assert plan(100.0, clocks) == {p: (T0 + 50_000, None) for p in range(3)}
 
 
 def test_a_partition_not_heard_of_lately_is_probed_not_ticked() -> None:
     clocks = {0: clock(T0, 40.0), 1: clock(T0, 40.0, seen_wall=80.0)}
-    assert plan_ticks(100.0, 0.0, clocks, 2, CFG) == {0: T0 + 50_000, 1: None}
+    assert plan(100.0, clocks, partitions=2) == {0: (T0 + 50_000, None), 1: None}
+
+
+def test_the_board_remembers_when_each_input_last_had_data() -> None:
+    board = ClockBoard()
+    board.report(1, "orders", T0)
+    board.report(1, None, T0 + MIN)  # a tick: no data
+    (state,) = board.snapshot().values()
+    assert state.event_ms == T0 + MIN and set(state.data_wall) == {"orders"}
 
 
 # --- time -----------------------------------------------------------------------------------
