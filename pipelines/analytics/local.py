@@ -225,9 +225,12 @@ class PartitionAggregator:
 
     @property
     def event_time_ms(self) -> int | None:
-        """The partition's event-time clock (latest event or tick), ``None`` before any."""
-        now = max(self._clock, *self._tick.values())
-        return now if now > _KNOWN else None
+        """Latest event time seen on any input of the partition, ``None`` before any.
+
+        Ticks are left out on purpose: the ticker extrapolates from this, and a tick
+        it sent must not become the base of the next one.
+        """
+        return self._clock if self._clock > _KNOWN else None
 
     @property
     def stats(self) -> Mapping[str, int]:

@@ -51,7 +51,7 @@ class PartitionClock:
     """What the engine of one partition last reported (wall times are monotonic seconds)."""
 
     event_ms: int | None
-    """The partition's event time (latest event or tick), ``None`` before any."""
+    """Latest event time the partition has seen (ticks excluded), ``None`` before any."""
     data_wall: Mapping[str, float]
     """Per input: when it last processed an event of that input (this process only)."""
     seen_wall: float

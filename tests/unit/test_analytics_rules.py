@@ -413,9 +413,24 @@ def test_a_partition_not_heard_of_lately_is_probed_not_ticked() -> None:
 def test_the_board_remembers_when_each_input_last_had_data() -> None:
     board = ClockBoard()
     board.report(1, "orders", T0)
-    board.report(1, None, T0 + MIN)  # a tick: no data
+    board.report(1, None, T0)  # a tick: no data
     (state,) = board.snapshot().values()
-    assert state.event_ms == T0 + MIN and set(state.data_wall) == {"orders"}
+    assert state.event_ms == T0 and set(state.data_wall) == {"orders"}
+
+
+def test_ticks_sent_do_not_feed_back_into_the_next_estimate() -> None:
+    """Engine and ticker in a loop over a quiet minute: event time follows the wall clock."""
+    agg = PartitionAggregator(0, AnalyticsConfig())
+    feed(agg, "orders", order(T0))
+    clocks: dict[int, PartitionClock] = {}
+    for second in range(40, 100):  # the last event was processed at wall second 0
+        now = float(second)
+        clocks[0] = PartitionClock(agg.event_time_ms, dict.fromkeys(INPUTS, 0.0), now)
+        tick = plan_ticks(now, 0.0, clocks, 1, INPUTS, CFG)[0]
+        assert tick is not None
+        agg.on_tick(*tick)
+        assert tick[0] == T0 + (second - 10) * 1000
+    assert agg.watermark("orders") == T0 + 89_000
 
 
 # --- time -----------------------------------------------------------------------------------
