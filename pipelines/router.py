@@ -16,7 +16,9 @@ So ``in = routed + dead-lettered + duplicates``; the router never stops on bad i
 
 Guarantees: under exactly-once (the default) the typed record, the dead letter, the
 dedupe-state changelog and the input offset commit in one Kafka transaction, so a crash
-never loses or doubles a routed event. Under at-least-once a crash may re-route the
+never loses or doubles a routed event - on a broker that hides aborted transactions
+(Apache Kafka, Redpanda; the embedded broker does not, see docs/testing.md). Under
+at-least-once a crash may re-route the
 records since the last commit (the dedupe state rolls back with them), which the services
 absorb: each is idempotent on the causing event.
 """

@@ -68,7 +68,9 @@ class Namespace:
         return spec.renamed(f"{spec.name}-{self.suffix}") if self.suffix else spec
 
     def topics(self, specs: Iterable[TopicSpec]) -> list[TopicSpec]:
-        return [self.topic(s) for s in specs]
+        """Each spec renamed, once (the embedded broker fails a CreateTopics that names a
+        topic twice)."""
+        return list({s.name: self.topic(s) for s in specs}.values())
 
     def group(self, group: ConsumerGroup) -> str:
         return f"{group.name}-{self.suffix}" if self.suffix else group.name
