@@ -2,8 +2,8 @@
 
 One module per concern, from the world to the wire:
 
-* :mod:`producers.shop` - the fixed world: catalog, stores and DCs, customers.
-* :mod:`producers.traffic` - when customers act: daily/weekly curves, flash sales.
+* :mod:`shopstream.shop.world` (core) - the fixed world: catalog, stores and DCs, customers.
+* :mod:`shopstream.shop.traffic` (core) - when customers act: daily/weekly curves, flash sales.
 * :mod:`producers.simulator` - the deterministic simulation, emitting ready records.
 * :mod:`producers.faults` - malformed, duplicate and late events (also an API for tests).
 * :mod:`producers.pacing` - token bucket and event-time clock.

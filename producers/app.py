@@ -21,10 +21,10 @@ from producers.pacing import Pacer
 from producers.record import INGRESS_CHANNELS, IngressChannel, Record
 from producers.sender import ProducerLike, ProduceStats, Sender, Stop
 from producers.simulator import ShopSimulator, SimConfig
-from producers.traffic import FlashSale
 from shopstream.admin import create_topics
 from shopstream.kafka import fetch_metadata, make_producer
 from shopstream.settings import Settings
+from shopstream.shop.traffic import FlashSale
 from shopstream.topics import INGRESS_BY_CHANNEL, TopicSpec
 
 DEFAULT_TOPICS: dict[IngressChannel, str] = {

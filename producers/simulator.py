@@ -40,8 +40,8 @@ from producers.record import (
     TimestampFormatter,
     uuid4_from_bits,
 )
-from producers.shop import CATEGORIES, SALES_CHANNELS, Shop, build_shop
-from producers.traffic import MINUTE_MS, FlashSale, TrafficModel
+from shopstream.shop.traffic import MINUTE_MS, FlashSale, TrafficModel
+from shopstream.shop.world import CATEGORIES, SALES_CHANNELS, Shop, build_shop
 
 MOBILE, POS, WEB = 0, 1, 2
 HOUR_MS = 3_600_000
@@ -106,7 +106,7 @@ class SimConfig:
     seed: int = 1
     channels: frozenset[IngressChannel] = field(default_factory=lambda: frozenset(INGRESS_CHANNELS))
     scale: float = 1.0
-    """Multiplies customer actions per simulated second (see :mod:`producers.traffic`)."""
+    """Multiplies customer actions per simulated second (see :mod:`shopstream.shop.traffic`)."""
     flash_sale: FlashSale | None = None
 
 

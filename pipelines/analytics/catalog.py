@@ -1,25 +1,24 @@
 """Product and traffic knowledge the analytics need but events do not carry.
 
 * **Category of a SKU.** Events carry only the SKU; the product catalog of record
-  is the simulated shop's (:mod:`producers.shop`, one fixed world built from its
+  is the simulated shop's (:mod:`shopstream.shop.world`, one fixed world built from its
   own seed). The analytics take a plain ``sku -> category`` function, loaded here
   once at start-up; SKUs the catalog does not know fall in ``"unknown"``.
 * **Traffic curve of a channel.** "No orders for ten minutes" is alarming at noon
   and normal at 3 a.m. for the stores. The silence alert scales a channel's
   recent order rate by the channel's relative intensity per minute (the weekly
-  shape the simulators draw traffic from, :mod:`producers.traffic`).
+  shape the simulators draw traffic from, :mod:`shopstream.shop.traffic`).
 
-Both are injected into the engines (tests pass their own), and only this module
-imports the producers' role package - at call time, so a deployment without it
-still runs, with every SKU ``"unknown"`` and a flat curve.
+Both are injected into the engines (tests pass their own); the shop's reference
+data lives in the core (:mod:`shopstream.shop`), shared with the simulators.
 """
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Callable
 
-log = logging.getLogger("pipelines.analytics")
+from shopstream.shop.traffic import MINUTE_MS, minute_of_week, weekly_shape
+from shopstream.shop.world import CATEGORIES, build_shop
 
 CategoryOf = Callable[[str], str]
 """``sku -> category name``."""
@@ -46,11 +45,6 @@ def category_lookup(mapping: dict[str, str]) -> CategoryOf:
 
 def load_category_of() -> CategoryOf:
     """The shop catalog's SKU categories (see the module docstring)."""
-    try:
-        from producers.shop import CATEGORIES, build_shop
-    except ImportError:  # pragma: no cover - the producers role is part of this distribution
-        log.warning("producers.shop not importable: every SKU is in category 'unknown'")
-        return category_lookup({})
     shop = build_shop()
     return category_lookup(
         {sku: CATEGORIES[c].name for sku, c in zip(shop.sku_ids, shop.sku_category, strict=True)}
@@ -59,11 +53,6 @@ def load_category_of() -> CategoryOf:
 
 def load_traffic_curve() -> TrafficCurve:
     """The channels' weekly traffic shape (see the module docstring)."""
-    try:
-        from producers.traffic import MINUTE_MS, minute_of_week, weekly_shape
-    except ImportError:  # pragma: no cover - the producers role is part of this distribution
-        log.warning("producers.traffic not importable: silence alerts use a flat curve")
-        return flat_curve
     shapes: dict[str, tuple[float, ...]] = {}
 
     def curve(channel: str, minute_ms: int) -> float:

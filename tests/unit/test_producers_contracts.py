@@ -17,9 +17,7 @@ from itertools import islice
 import pytest
 
 from producers.record import Record, TimestampFormatter, from_ms, to_ms, uuid4_from_bits
-from producers.shop import N_CUSTOMERS, N_SKUS, N_STORES, build_shop
 from producers.simulator import ShopSimulator, SimConfig
-from producers.traffic import FlashSale
 from shopstream.events import (
     DecodeError,
     ItemReturned,
@@ -30,6 +28,8 @@ from shopstream.events import (
     format_timestamp,
     headers_for,
 )
+from shopstream.shop.traffic import FlashSale
+from shopstream.shop.world import N_CUSTOMERS, N_SKUS, N_STORES, build_shop
 from shopstream.topics import INGRESS_BY_CHANNEL
 
 START = to_ms(datetime(2025, 3, 7, 9, 0, tzinfo=UTC))  # a Friday morning

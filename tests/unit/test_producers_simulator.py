@@ -19,9 +19,9 @@ import orjson
 import pytest
 
 from producers.record import Record, to_ms
-from producers.shop import CATEGORIES, SALES_CHANNELS, build_shop
 from producers.simulator import BASKET_SIZES, ShopSimulator, SimConfig
-from producers.traffic import MINUTES_PER_WEEK, FlashSale, TrafficModel, weekly_shape
+from shopstream.shop.traffic import MINUTES_PER_WEEK, FlashSale, TrafficModel, weekly_shape
+from shopstream.shop.world import CATEGORIES, SALES_CHANNELS, build_shop
 
 MONDAY = to_ms(datetime(2025, 3, 3, 0, 0, tzinfo=UTC))
 DAY_MS = 86_400_000

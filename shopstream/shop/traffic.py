@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from functools import cache
 
-from producers.shop import SALES_CHANNELS
+from shopstream.shop.world import SALES_CHANNELS
 
 MINUTE_MS = 60_000
 MINUTES_PER_WEEK = 7 * 24 * 60
