@@ -29,7 +29,7 @@ def create_topics(
     Idempotent: topics that already exist are left as they are (their partition
     count is not changed). Raises :class:`UserError` on any other failure.
     """
-    specs = list(specs)
+    specs = list({s.name: s for s in specs}.values())  # a name twice fails the whole request
     existing = set(fetch_metadata(settings).topics)
     missing = [s for s in specs if s.name not in existing]
     if not missing:

@@ -38,8 +38,15 @@ def connection_config(settings: Settings) -> dict[str, Any]:
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
-    """Durable, ordered, fast: idempotent, ``acks=all``, lz4, small linger."""
+    """Durable, ordered, fast: idempotent, ``acks=all``, lz4, small linger.
+
+    Keys are hashed with murmur2 like the Java client, Redpanda's tools and Quix
+    Streams' producers, so a key lands in the same partition whoever writes it
+    (librdkafka's default, CRC32, would split a store's events across partitions
+    and so across the state of the services keyed by it).
+    """
     return connection_config(settings) | {
+        "partitioner": "murmur2_random",
         "enable.idempotence": True,
         "acks": "all",
         "compression.type": "lz4",

@@ -213,7 +213,8 @@ STOCK_GROUP = ConsumerGroup(
     writes=(STOCK_EVENTS.name, STOCK_LEVELS.name, ALERTS.name),
 )
 FINANCE_GROUP = ConsumerGroup(
-    "shopstream-finance", (STOCK_EVENTS.name, RETURNS.name),
+    # Reservations carry quantities, not prices: the invoice needs the order itself.
+    "shopstream-finance", (ORDERS.name, STOCK_EVENTS.name, RETURNS.name),
     "Invoices reserved orders, refunds returns of invoiced orders",
     writes=(FINANCE_EVENTS.name, ALERTS.name),
 )

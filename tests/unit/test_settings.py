@@ -85,6 +85,7 @@ def test_clients_get_durable_producers_and_fast_group_joins() -> None:
     s = Settings()
     p = producer_config(s)
     assert (p["enable.idempotence"], p["acks"], p["compression.type"]) == (True, "all", "lz4")
+    assert p["partitioner"] == "murmur2_random"  # the partitioner of Quix and Java clients
     c = consumer_config(s, "g")
     assert c["session.timeout.ms"] == 6000 and c["heartbeat.interval.ms"] == 500
     assert c["isolation.level"] == "read_committed"
