@@ -15,22 +15,26 @@ consumer group over those same topics:
   stock as of each question, late events, alerts), reading the same topics.
 
 Throughput = input events / seconds from the first to the last input record
-processed (start-up and group join excluded; both apps commit every 5 s). Each
-run then goes on until 15 s pass without input: the analytics' second stage
-reads the digests only once the first stage's transaction commits, so its last
-windows come out up to a commit interval after the last input. Figures vary with
-the machine and the broker; the ratio is what to compare.
+processed (start-up and group join excluded; both apps commit every 5 s). Each app
+is stopped once it has processed every input record - the analytics app two commit
+intervals later, because its second stage reads the digests only once the first
+stage's transaction commits. Progress goes to stderr every second. Figures vary
+with the machine and the broker; the ratio is what to compare.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
+import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -49,7 +53,34 @@ from shopstream.kafka import fetch_metadata, make_consumer, make_producer, quix_
 from shopstream.settings import Settings, load_settings
 from shopstream.topics import TopicSpec
 
-IDLE_STOP_S = 15.0
+COMMIT_INTERVAL_S = 5.0
+"""Quix's default; stated so the stop rule below can rely on it."""
+DEADLINE_S = 300.0
+
+
+def run_until_seen(
+    app: Any, label: str, seen: Callable[[], int], total: int, linger_s: float
+) -> None:
+    """Run ``app`` until it has processed ``total`` input records, then ``linger_s`` more."""
+
+    def watch() -> None:
+        start = time.monotonic()
+        last = -1
+        while time.monotonic() - start < DEADLINE_S:
+            time.sleep(1.0)
+            count = seen()
+            if count != last:
+                print(f"  {label}: {count:,} / {total:,}", file=sys.stderr)
+                last = count
+            if count >= total:
+                time.sleep(linger_s)
+                break
+        app.stop()
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    app.run()
+    watcher.join()
 
 
 class CountingBoard(ClockBoard):
@@ -87,8 +118,15 @@ def produce_input(settings: Settings, topics: AnalyticsTopics, events: int, seed
     # About 2.6 input events per order (its stock event, returns with their release,
     # questions): pick the minutes so the total lands near ``events``.
     per_minute = 100
+    minutes = max(1, round(events / 2.6 / per_minute))
+    # Record timestamps are event times (the naive app windows on them), so the input
+    # lies in the recent past: a broker deletes records older than the topic's
+    # retention (7 days for stock questions) at its next retention check, and Apache
+    # Kafka did exactly that mid-benchmark when the input was dated 2024.
+    start = int(time.time() * 1000) - (minutes + 60) * 60_000
     spec = SampleSpec(
-        minutes=max(1, round(events / 2.6 / per_minute)),
+        start_ms=start - start % 60_000,
+        minutes=minutes,
         orders_per_minute=per_minute,
         stores=24,
         skus=600,
@@ -145,7 +183,12 @@ def count_outputs(settings: Settings, specs: list[TopicSpec]) -> dict[str, int]:
 
 
 def run_naive(
-    settings: Settings, topics: AnalyticsTopics, config: AnalyticsConfig, out: TopicSpec, tag: str
+    settings: Settings,
+    topics: AnalyticsTopics,
+    config: AnalyticsConfig,
+    total: int,
+    out: TopicSpec,
+    tag: str,
 ) -> Result:
     app = quix_app(settings, f"naive-{tag}", f"bench-naive-{tag}")
     output = app.topic(out.name, key_serializer="bytes", value_serializer="json")
@@ -166,7 +209,7 @@ def run_naive(
         sdf = sdf.update(mark).apply(lambda _v: 1)
         sdf = sdf.tumbling_window(60_000, grace_ms=config.grace_ms, on_late=quiet).sum().final()
         sdf.to_topic(output)
-    app.run(timeout=IDLE_STOP_S)
+    run_until_seen(app, "naive", lambda: int(marks["n"]), total, linger_s=1.0)
     return Result(
         "naive tumbling_window(60s).sum().final()",
         settings.processing_guarantee,
@@ -177,7 +220,7 @@ def run_naive(
 
 
 def run_analytics(
-    settings: Settings, topics: AnalyticsTopics, config: AnalyticsConfig, tag: str
+    settings: Settings, topics: AnalyticsTopics, config: AnalyticsConfig, total: int, tag: str
 ) -> Result:
     board = CountingBoard()
     app = build_app(
@@ -190,7 +233,9 @@ def run_analytics(
         curve=load_traffic_curve(),
         board=board,
     )
-    app.run(timeout=IDLE_STOP_S)
+    # Two commit intervals after the last input: the last digests are committed by
+    # the first, the windows they close by the second.
+    run_until_seen(app, "analytics", lambda: board.events, total, 2 * COMMIT_INTERVAL_S + 1)
     counts = count_outputs(settings, list(topics.outputs().values()))
     print("analytics outputs:", dict(counts), file=sys.stderr)
     outputs = sum(counts.values())
@@ -203,6 +248,36 @@ def run_analytics(
     )
 
 
+def child(args: argparse.Namespace) -> int:
+    """Run one app in this process and print its :class:`Result` as JSON."""
+    settings = load_settings(
+        broker_address=args.broker,
+        data_dir=Path(args.data_dir),
+        processing_guarantee=args.guarantee,
+    )
+    topics = bench_topics(args.tag, run=args.run)
+    config = AnalyticsConfig()
+    name = f"{args.tag}{args.run}"
+    if args.child == "naive":
+        out = topics.sales_by_store.renamed(f"bench-{args.tag}-naive-out-{args.run}")
+        create_topics(settings, [out])
+        result = run_naive(settings, topics, config, args.events, out, name)
+    else:
+        create_topics(settings, topics.all())
+        result = run_analytics(settings, topics, config, args.events, name)
+    print(json.dumps(asdict(result)))
+    return 0
+
+
+def bench_topics(tag: str, run: int | None = None) -> AnalyticsTopics:
+    """The benchmark's input topics; output topics are per run (their records are counted)."""
+    topics = AnalyticsTopics().renamed(lambda s: s.renamed(f"bench-{tag}-{s.name}"))
+    if run is None:
+        return topics
+    inputs = [*topics.inputs().values(), topics.ticks]
+    return topics.renamed(lambda s: s if s in inputs else s.renamed(f"{s.name}-{run}"))
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
@@ -213,8 +288,17 @@ def main() -> int:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--broker", help="use a running broker at HOST:PORT")
     where.add_argument("--broker-kind", choices=["embedded", "kafka"], default="embedded")
+    # Internal: each app runs in a child process of its own, as in production (two Quix
+    # apps one after the other in one process interfered: the second never fetched one
+    # of its input topics on Apache Kafka).
+    parser.add_argument("--child", choices=["naive", "analytics"], help=argparse.SUPPRESS)
+    parser.add_argument("--tag", help=argparse.SUPPRESS)
+    parser.add_argument("--run", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--data-dir", help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
+    if args.child:
+        return child(args)
 
     broker: BrokerProcess | None = None
     with TemporaryDirectory(prefix="analytics-bench-") as tmp:
@@ -226,29 +310,35 @@ def main() -> int:
         try:
             base = load_settings(broker_address=address, data_dir=Path(tmp) / "data")
             tag = uuid.uuid4().hex[:6]
-            topics = AnalyticsTopics().renamed(lambda s: s.renamed(f"bench-{tag}-{s.name}"))
-            naive_out = topics.sales_by_store.renamed(f"bench-{tag}-naive-out")
-            create_topics(base, [*topics.all(), naive_out])
-            config = AnalyticsConfig()
+            topics = bench_topics(tag)
+            create_topics(base, topics.all())
             events = produce_input(base, topics, args.events, args.seed)
             guarantees = (
                 ["exactly-once", "at-least-once"] if args.guarantee == "both" else [args.guarantee]
             )
             results: list[Result] = []
-            for i, guarantee in enumerate(guarantees):
-                settings = load_settings(base=base, processing_guarantee=guarantee)
-                naive = run_naive(settings, topics, config, naive_out, f"{tag}{i}")
-                results.append(naive)
-                # The analytics outputs are counted per run: use fresh output topics.
-                run_topics = topics.renamed(
-                    lambda s, i=i: (
-                        s
-                        if s in topics.inputs().values() or s == topics.ticks
-                        else s.renamed(f"{s.name}-{i}")
-                    )
-                )
-                create_topics(settings, run_topics.all())
-                results.append(run_analytics(settings, run_topics, config, f"{tag}{i}"))
+            for run, guarantee in enumerate(guarantees):
+                for app in ("naive", "analytics"):
+                    command = [
+                        sys.executable,
+                        __file__,
+                        "--child",
+                        app,
+                        "--broker",
+                        address,
+                        "--tag",
+                        tag,
+                        "--run",
+                        str(run),
+                        "--events",
+                        str(events),
+                        "--guarantee",
+                        guarantee,
+                        "--data-dir",
+                        str(Path(tmp) / f"{app}-{run}"),
+                    ]
+                    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
+                    results.append(Result(**json.loads(done.stdout.strip().splitlines()[-1])))
         finally:
             if broker is not None:
                 broker.stop()

@@ -18,7 +18,7 @@ Consumption order: merging several topics with ``concat`` makes Quix Streams 3.2
 consume them time-aligned (a buffer that releases the record with the lowest
 timestamp across the topics of a partition). The rules here do not need it -
 lateness is judged per input topic, ticks handle idle inputs - and it cost this
-app most of its throughput (about 6k instead of 20k+ events/s on Apache Kafka,
+app most of its throughput (about 6k instead of 35k events/s on Apache Kafka,
 ``benchmarks/analytics_throughput.py``) and can stall (quix-streams#1116), so the
 app switches it off (:func:`_consume_unaligned`). The rules live in
 :mod:`~pipelines.analytics.local` and :mod:`~pipelines.analytics.combine`; their
