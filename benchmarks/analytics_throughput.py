@@ -288,9 +288,8 @@ def main() -> int:
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--broker", help="use a running broker at HOST:PORT")
     where.add_argument("--broker-kind", choices=["embedded", "kafka"], default="embedded")
-    # Internal: each app runs in a child process of its own, as in production (two Quix
-    # apps one after the other in one process interfered: the second never fetched one
-    # of its input topics on Apache Kafka).
+    # Internal: each app runs in a child process of its own, as in production, so one
+    # app's threads, memory and librdkafka instances cannot weigh on the other's figures.
     parser.add_argument("--child", choices=["naive", "analytics"], help=argparse.SUPPRESS)
     parser.add_argument("--tag", help=argparse.SUPPRESS)
     parser.add_argument("--run", type=int, default=0, help=argparse.SUPPRESS)
