@@ -216,9 +216,9 @@ def build_app(
             log.info("analytics partition %d: %s", partition, dict(engine.stats))
         return out
 
+    by_role = {role: _output_topic(app, spec) for role, spec in topics.outputs().items()}
     emitted1 = stage1.apply(run_stage1, expand=True, metadata=True)
-    late_topic = _output_topic(app, topics.late)
-    _produce(emitted1.filter(lambda e: e.role == "late"), lambda _e: late_topic)
+    _produce(emitted1.filter(lambda e: e.role == "late"), lambda _e: by_role["late"])
     digests = emitted1.filter(lambda e: e.role == "digest").apply(lambda e: e.value)
     stage2 = digests.group_by(lambda _: DIGEST_KEY, name="analytics-digests")
 
@@ -233,7 +233,6 @@ def build_app(
 
     emitted2 = stage2.apply(run_stage2, expand=True, metadata=True)
     # One producing step for every stage-2 output (branching would copy each record).
-    by_role = {role: _output_topic(app, spec) for role, spec in topics.outputs().items()}
     _produce(emitted2, lambda e: by_role[e.role])
 
     CheckpointHook(local, combined).attach(stage1)
