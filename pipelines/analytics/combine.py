@@ -37,6 +37,7 @@ from typing import Any, Self
 
 from pipelines.analytics.alerts import alert_event
 from pipelines.analytics.catalog import CategoryOf, TrafficCurve, category_lookup, flat_curve
+from pipelines.analytics.chunks import ChunkChanges
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.local import _KNOWN, FAMILIES, NEG_INF, Family
 from pipelines.analytics.records import Emit, euros
@@ -124,8 +125,7 @@ class GlobalCombiner:
         """Per category, [returned, sold] units of every pane that left the trailing window."""
         self._oos_alerted: set[str] = set()
         self._stats: dict[str, int] = {"digests": 0, "duplicates": 0, "alerts": 0}
-        self._dirty: set[str] = set()
-        self._deleted: set[str] = set()
+        self._changes = ChunkChanges()
         sales, demand = self._panes["sales"], self._panes["demand"]
         self._top = _Sliding(config.top_window_ms, lambda s: sales[s]["k"] if s in sales else {})
         self._trail = _Sliding(config.returns_trailing_ms, self._trail_rows)
@@ -140,7 +140,7 @@ class GlobalCombiner:
         through = int(digest["through"])
         closed = self._closed[family]
         known = closed.get(source, NEG_INF)
-        self._dirty.add("meta")
+        self._changes.touch("meta")
         if through <= known:
             self._stats["duplicates"] += 1
             return []
@@ -151,7 +151,7 @@ class GlobalCombiner:
             if start < known:  # merged already, from an earlier copy of this digest
                 continue
             _merge(panes.setdefault(start, {}), partial)
-            self._dirty.add(f"pane/{family}/{start}")
+            self._changes.touch(f"pane/{family}/{start}")
         closed[source] = through
         return self._emit()
 
@@ -358,7 +358,7 @@ class GlobalCombiner:
             self._trail.enter(m)
             for rows in self._trail.leave_before(end - cfg.returns_trailing_ms):
                 _add_rows(self._history, {k[1:]: v for k, v in rows.items() if k.startswith("#")})
-                self._dirty.add("meta")
+                self._changes.touch("meta")
             pane = self._panes["returns"].get(m)
             if pane is not None:
                 out += self._returns_rows(m, end, pane)
@@ -531,18 +531,13 @@ class GlobalCombiner:
             for start in [s for s in panes if s < bound]:
                 del panes[start]
                 name = f"pane/{family}/{start}"
-                self._dirty.discard(name)
-                self._deleted.add(name)
+                self._changes.remove(name)
 
     # --- persistence as named chunks --------------------------------------------------
 
     def take_changes(self) -> tuple[dict[str, Any], set[str]]:
         """Chunks changed since the last call (name -> JSON value) and chunks removed."""
-        upserts = {name: self._chunk(name) for name in self._dirty}
-        deleted = self._deleted - self._dirty
-        self._dirty = set()
-        self._deleted = set()
-        return upserts, deleted
+        return self._changes.take(self._chunk)
 
     def chunk_names(self) -> list[str]:
         return ["meta"] + [f"pane/{f}/{s}" for f in FAMILIES for s in self._panes[f]]

@@ -35,6 +35,7 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
+from pipelines.analytics.chunks import ChunkChanges
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.records import (
     INPUT_KINDS,
@@ -159,8 +160,7 @@ class PartitionAggregator:
         self._panes: dict[Family, dict[int, dict[str, Any]]] = {f: {} for f in FAMILIES}
         self._stock: dict[str, dict[str, History]] = {}
         self._stats: dict[str, int] = {"events": 0, "late": 0, "unreadable": 0, "ticks": 0}
-        self._dirty: set[str] = set()
-        self._deleted: set[str] = set()
+        self._changes = ChunkChanges()
         self._readers: dict[InputKind, Callable[[dict[str, Any]], Any]] = {
             "orders": _order_facts,
             "returns": _return_facts,
@@ -191,7 +191,7 @@ class PartitionAggregator:
             self._own[kind] = time_ms
             if time_ms > self._clock:
                 self._clock = time_ms
-        self._dirty.add("meta")
+        self._changes.touch("meta")
         # Only this input's watermark moved: below the earliest due pane boundary
         # nothing can close, which is the case for almost every event.
         if self._own[kind] >= self._due:
@@ -206,7 +206,7 @@ class PartitionAggregator:
         ``None`` is a probe: nothing changes (the caller reports the clock).
         """
         self._stats["ticks"] += 1
-        self._dirty.add("meta")
+        self._changes.touch("meta")
         if watermark_ms is None:
             return []
         moved = False
@@ -247,7 +247,7 @@ class PartitionAggregator:
         partial = panes.get(pane)
         if partial is None:
             partial = panes[pane] = empty()
-        self._dirty.add(f"pane/{family}/{pane}")
+        self._changes.touch(f"pane/{family}/{pane}")
         return partial
 
     def _count(self, kind: InputKind, facts: Any, pane: int, time_ms: int, offset: int) -> None:
@@ -286,7 +286,7 @@ class PartitionAggregator:
             cut = bisect_left(history, keep_from, key=_entry_time)
             if cut > 1:
                 del history[: cut - 1]
-        self._dirty.add(f"stock/{store}")
+        self._changes.touch(f"stock/{store}")
 
     # --- closing --------------------------------------------------------------------
 
@@ -320,14 +320,13 @@ class PartitionAggregator:
         for start in closing:
             partial = panes.pop(start)
             name = f"pane/{family}/{start}"
-            self._dirty.discard(name)
-            self._deleted.add(name)
+            self._changes.remove(name)
             digest_panes[str(start)] = (
                 self._resolve_questions(partial) if family == "demand" else partial
             )
         after = self._closed[family]
         self._closed[family] = through
-        self._dirty.add("meta")
+        self._changes.touch("meta")
         digest = {
             "family": family,
             "source": self.partition,
@@ -408,11 +407,7 @@ class PartitionAggregator:
 
     def take_changes(self) -> tuple[dict[str, Any], set[str]]:
         """Chunks changed since the last call (name -> JSON value) and chunks removed."""
-        upserts = {name: self._chunk(name) for name in self._dirty}
-        deleted = self._deleted - self._dirty
-        self._dirty = set()
-        self._deleted = set()
-        return upserts, deleted
+        return self._changes.take(self._chunk)
 
     def chunk_names(self) -> list[str]:
         """Every chunk that :meth:`restore` needs."""
