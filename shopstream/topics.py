@@ -241,7 +241,7 @@ SINK_GROUP = ConsumerGroup(
     (ORDERS.name, RETURNS.name, STOCK_EVENTS.name, FINANCE_EVENTS.name, NOTIFICATIONS.name,
      ALERTS.name, DEAD_LETTERS.name, SALES_BY_CHANNEL.name, SALES_BY_STORE.name,
      TOP_SKUS.name, RETURNS_STATS.name, DEMAND.name),
-    "Writes read models into DuckDB (CQRS read side)",
+    "Writes read models into DuckDB (CQRS read side; planned, not built yet)",
 )  # fmt: skip
 REPLAY_GROUP_PREFIX = "shopstream-replay-"
 """Replays from the dashboard use a fresh group ``<prefix><topic>-<timestamp>``."""
