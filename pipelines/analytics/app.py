@@ -22,7 +22,7 @@ app most of its throughput (about 6k instead of 35k events/s on Apache Kafka,
 ``benchmarks/analytics_throughput.py``) and can stall (quix-streams#1116), so the
 app switches it off (:func:`_consume_unaligned`). The rules live in
 :mod:`~pipelines.analytics.local` and :mod:`~pipelines.analytics.combine`; their
-state is persisted per checkpoint by :mod:`~pipelines.analytics.persistence`,
+state is persisted per checkpoint by :mod:`~pipelines.checkpointed`,
 in the app's exactly-once transaction unless settings choose at-least-once.
 """
 
@@ -48,9 +48,9 @@ from pipelines.analytics.catalog import (
 from pipelines.analytics.combine import GlobalCombiner
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.local import DIGEST_KEY, PartitionAggregator
-from pipelines.analytics.persistence import CheckpointHook, PartitionEngines
 from pipelines.analytics.records import INPUT_KINDS, Coordinates, Emit, InputKind, OutputRole
 from pipelines.analytics.ticker import ClockBoard, Ticker
+from pipelines.checkpointed import CheckpointHook, PartitionEngines
 from shopstream import topics as catalog
 from shopstream.admin import create_topics
 from shopstream.kafka import fetch_metadata, quix_app

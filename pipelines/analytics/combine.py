@@ -37,10 +37,10 @@ from typing import Any, Self
 
 from pipelines.analytics.alerts import alert_event
 from pipelines.analytics.catalog import CategoryOf, TrafficCurve, category_lookup, flat_curve
-from pipelines.analytics.chunks import ChunkChanges
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.local import _KNOWN, FAMILIES, NEG_INF, Family
 from pipelines.analytics.records import Emit, euros
+from pipelines.checkpointed import ChunkChanges
 
 Rows = Mapping[str, list[int]]
 

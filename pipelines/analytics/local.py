@@ -35,7 +35,6 @@ from bisect import bisect_left, bisect_right, insort
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Self
 
-from pipelines.analytics.chunks import ChunkChanges
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.records import (
     INPUT_KINDS,
@@ -46,6 +45,7 @@ from pipelines.analytics.records import (
     parse_time_ms,
     to_cents,
 )
+from pipelines.checkpointed import ChunkChanges
 
 Family = str
 FAMILIES: tuple[Family, ...] = ("sales", "returns", "demand")

@@ -1,8 +1,9 @@
 """Keep in-memory engines durable in Quix state stores, once per checkpoint.
 
-The engines (:class:`~pipelines.analytics.local.PartitionAggregator`,
-:class:`~pipelines.analytics.combine.GlobalCombiner`) are plain Python objects that
-update dicts per event. Writing their state through Quix's ``State`` on every
+The engines (the analytics' :class:`~pipelines.analytics.local.PartitionAggregator`
+and :class:`~pipelines.analytics.combine.GlobalCombiner`, the router's
+:class:`~pipelines.dedupe.DedupeWindow`) are plain Python objects that update dicts
+per event. Writing their state through Quix's ``State`` on every
 event would cost more than the aggregation (each ``set`` serializes the value);
 instead each engine reports the named JSON *chunks* it changed, and they are
 written into the partition's store transaction when the checkpoint commits -
@@ -21,7 +22,9 @@ library change that breaks this order fails a test rather than losing counts.
 Staleness: a partition can move to another instance and back. Each flush writes
 a fresh random token next to the chunks; the first time an engine is used in a
 checkpoint its token is compared with the store's, and on a mismatch the engine
-is rebuilt from the store (which Quix has recovered from the changelog).
+is rebuilt from the store (which Quix has recovered from the changelog). An
+engine used in a checkpoint that ended without committing (partitions lost, a
+failed revoke) is rebuilt too: its memory is ahead of the store.
 """
 
 from __future__ import annotations
@@ -36,12 +39,41 @@ from quixstreams.sinks import BaseSink
 if TYPE_CHECKING:
     from quixstreams.dataframe import StreamingDataFrame
 
-log = logging.getLogger("pipelines.analytics")
+log = logging.getLogger("pipelines.checkpointed")
 
-PREFIX = b"analytics"
+PREFIX = b"engine"
 """State key prefix: the engine's state is per partition, not per message key."""
 TOKEN_KEY = "__token__"
 MANIFEST_KEY = "__chunks__"
+
+
+class ChunkChanges:
+    """Chunks touched or removed since the last :meth:`take`.
+
+    A chunk removed and then touched again in the same checkpoint is an upsert,
+    not a deletion.
+    """
+
+    __slots__ = ("deleted", "dirty")
+
+    def __init__(self) -> None:
+        self.dirty: set[str] = set()
+        self.deleted: set[str] = set()
+
+    def touch(self, name: str) -> None:
+        self.dirty.add(name)
+
+    def remove(self, name: str) -> None:
+        self.dirty.discard(name)
+        self.deleted.add(name)
+
+    def take(self, render: Callable[[str], Any]) -> tuple[dict[str, Any], set[str]]:
+        """``(name -> rendered value for changed chunks, removed names)``; then start over."""
+        upserts = {name: render(name) for name in self.dirty}
+        deleted = self.deleted - self.dirty
+        self.dirty = set()
+        self.deleted = set()
+        return upserts, deleted
 
 
 class ChunkedEngine(Protocol):
@@ -74,12 +106,19 @@ class PartitionEngines(Generic[E]):
         self._tokens: dict[int, str | None] = {}
         self._manifests: dict[int, frozenset[str]] = {}
         self._checkpoint: object = None
+        self._flushed: object = None
         self._verified: set[int] = set()
 
     def engine(self, partition: int) -> E:
         """The partition's engine, rebuilt from the store if this copy may be stale."""
         checkpoint = self._ctx.checkpoint
         if checkpoint is not self._checkpoint:
+            if self._flushed is not self._checkpoint:
+                # The last checkpoint processed records but was never committed
+                # (partitions lost, a failed revoke): those changes live in memory
+                # only, and the token cannot tell. Rebuild from the store on next use.
+                for used in self._verified:
+                    self._engines.pop(used, None)
             self._checkpoint = checkpoint
             self._verified = set()
         if partition in self._verified:
@@ -107,6 +146,7 @@ class PartitionEngines(Generic[E]):
         checkpoint = self._ctx.checkpoint
         if checkpoint is not self._checkpoint:
             return  # nothing was processed in this checkpoint
+        self._flushed = checkpoint
         for partition in sorted(self._verified):
             engine = self._engines[partition]
             upserts, deleted = engine.take_changes()
