@@ -29,6 +29,7 @@ from pydantic import (
     PlainSerializer,
     TypeAdapter,
     ValidationError,
+    WithJsonSchema,
 )
 
 SCHEMA_VERSION = 1
@@ -39,11 +40,29 @@ Channel = Literal["mobile", "pos", "web", "system"]
 CHANNELS: tuple[Channel, ...] = ("mobile", "pos", "web", "system")
 
 
+_CENT = Decimal("0.01")
+_MONEY_PATTERN = r"^(?!^[-+.]*$)[+-]?0*(?:\d{0,12}|(?=[\d.]{1,15}0*$)\d{0,12}\.\d{0,2}0*$)"
+
+
 def _to_utc_ms(value: datetime) -> datetime:
-    if value.tzinfo is None:
+    offset = value.utcoffset()
+    if offset is None:
         raise ValueError("timestamp must carry a timezone (UTC expected)")
-    value = value.astimezone(UTC)
-    return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+    if offset or value.microsecond % 1000:
+        value = value.astimezone(UTC)
+        return value.replace(microsecond=value.microsecond - value.microsecond % 1000)
+    # The common case when decoding (UTC, milliseconds): one cheap step, as every
+    # event passes here (the router validates each one).
+    return value if value.tzinfo is UTC else value.replace(tzinfo=UTC)
+
+
+def _at_most_cents(value: Decimal) -> Decimal:
+    # Why not Field(max_digits=14, decimal_places=2): pydantic checks each of those
+    # through Decimal.as_tuple(), about 1 us per amount against 0.3 us for this, and
+    # the router validates every order line. With ``lt=10**12``, same rule.
+    if value.quantize(_CENT) != value:
+        raise ValueError("Decimal input should have no more than 2 decimal places")
+    return value
 
 
 def format_timestamp(value: datetime) -> str:
@@ -63,7 +82,17 @@ EventTime = Annotated[
 ]
 Money = Annotated[
     Decimal,
-    Field(ge=0, max_digits=14, decimal_places=2),
+    Field(ge=0, lt=Decimal(10**12)),
+    AfterValidator(_at_most_cents),
+    # The schema pydantic derives for max_digits=14, decimal_places=2, kept as published.
+    WithJsonSchema(
+        {
+            "anyOf": [
+                {"type": "number", "minimum": 0, "exclusiveMaximum": 10**12},
+                {"type": "string", "pattern": _MONEY_PATTERN},
+            ]
+        }
+    ),
     PlainSerializer(float, return_type=float, when_used="json"),
 ]
 Qty = Annotated[int, Field(gt=0, le=10_000)]
@@ -446,12 +475,18 @@ def to_json_dict(event: Envelope) -> dict[str, Any]:
 
 def headers_for(event: Envelope) -> list[tuple[str, bytes]]:
     """Kafka headers every producer attaches, so consumers can filter unparsed."""
+    # Header bytes of the closed sets are encoded once: the router calls this per event.
     return [
-        ("event_type", event.event_type.encode()),
-        ("schema_version", str(event.schema_version).encode()),
-        ("channel", event.channel.encode()),
+        ("event_type", _TYPE_HEADER[event.event_type]),
+        ("schema_version", _VERSION_HEADER[event.schema_version]),
+        ("channel", _CHANNEL_HEADER[event.channel]),
         ("correlation_id", event.correlation_id.encode()),
     ]
+
+
+_TYPE_HEADER = {name: name.encode() for name in EVENT_TYPES}
+_VERSION_HEADER = {SCHEMA_VERSION: str(SCHEMA_VERSION).encode()}
+_CHANNEL_HEADER = {name: name.encode() for name in CHANNELS}
 
 
 def new_event_id() -> uuid.UUID:

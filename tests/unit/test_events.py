@@ -79,6 +79,14 @@ def test_event_time_is_utc_truncated_to_milliseconds() -> None:
     assert orjson.loads(encode(event))["occurred_at"] == "2026-11-28T12:30:15.123Z"
 
 
+@pytest.mark.parametrize("stamp", ["2026-11-28T12:30:15.123Z", "2026-11-28T13:30:15.123456+01:00"])
+def test_decoded_event_time_is_utc_with_milliseconds(stamp: str) -> None:
+    event = decode(orjson.dumps(raw_order() | {"occurred_at": stamp}))
+    assert not isinstance(event, DecodeError)
+    assert event.occurred_at == datetime(2026, 11, 28, 12, 30, 15, 123000, tzinfo=UTC)
+    assert event.occurred_at.tzinfo is UTC
+
+
 def test_naive_timestamps_are_rejected() -> None:
     raw = raw_order() | {"occurred_at": "2026-11-28T12:30:15"}
     result = decode(orjson.dumps(raw))
@@ -93,6 +101,27 @@ def test_money_is_exact_decimal_with_two_places() -> None:
     raw["payload"]["lines"][0]["unit_price"] = 9.999  # type: ignore[index]
     result = decode(orjson.dumps(raw))
     assert isinstance(result, DecodeError) and result.kind == "invalid_value"
+
+
+@pytest.mark.parametrize(
+    ("price", "valid"),
+    [
+        (0, True),
+        ("999999999999.99", True),
+        ("1.500", True),  # trailing zeros are still whole cents
+        (-0.01, False),
+        ("1000000000000", False),  # more than 14 digits with the cents
+        ("0.001", False),
+        ("NaN", False),
+    ],
+)
+def test_money_bounds(price: object, valid: bool) -> None:
+    raw = raw_order()
+    raw["payload"]["lines"][0]["unit_price"] = price  # type: ignore[index]
+    result = decode(orjson.dumps(raw))
+    assert (not isinstance(result, DecodeError)) is valid, result
+    if not valid:
+        assert isinstance(result, DecodeError) and result.kind == "invalid_value"
 
 
 def _mutate(path: list[object], value: object) -> bytes:
