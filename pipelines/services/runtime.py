@@ -5,9 +5,9 @@ Business rules never see Kafka. This module turns them into apps:
 * :class:`Namespace` - catalog topic and group names, optionally suffixed so tests (and
   side-by-side demos) run isolated copies of the whole topology on one broker.
 * :class:`Emit` - one record an app wants produced: topic, key, value bytes, headers.
-  Apps return emits from one stateful ``apply``; :func:`produce_emits` sends them with
-  ``to_topic``, i.e. through the app's own producer, inside the app's Kafka transaction
-  under exactly-once: outputs, dead letters, state changelogs and input offsets commit
+  Apps return emits from one processing function; :func:`apply_and_produce` sends them
+  through the app's own producer, inside the app's Kafka transaction under
+  exactly-once: outputs, dead letters, state changelogs and input offsets commit
   together or not at all.
 * :func:`build_service_app` - the generic service app: read N topics (concatenated, so
   one state store per store key sees all of them), decode, run the rule on a staged
@@ -23,10 +23,9 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import orjson
-from quixstreams.models.serializers import SerializationContext, Serializer
 
 from pipelines.deadletter import Failure, Source, dead_letter_headers
 from pipelines.services.state import KeyValueState, StagedState
@@ -84,9 +83,11 @@ CATALOG = Namespace()
 """The real topology: catalog names as they are."""
 
 
-@dataclass(frozen=True, slots=True)
-class Emit:
-    """A record to produce. ``value`` is final bytes; ``key`` ``None`` means a null key."""
+class Emit(NamedTuple):
+    """A record to produce. ``value`` is final bytes; ``key`` ``None`` means a null key.
+
+    A named tuple: apps build one or more per input record.
+    """
 
     topic: Topic
     key: bytes | None
@@ -94,36 +95,40 @@ class Emit:
     headers: Headers
 
 
-class EmitSerializer(Serializer):
-    """Value serializer of output topics: the bytes an :class:`Emit` already carries."""
+def apply_and_produce(
+    sdf: StreamingDataFrame, processor: Callable[..., Iterable[Emit]], *, stateful: bool
+) -> StreamingDataFrame:
+    """Run ``processor`` on every record of ``sdf`` and produce the emits it returns.
 
-    def __call__(self, value: Emit, ctx: SerializationContext) -> bytes | None:
-        return value.value
+    ``processor(value, key, timestamp, headers[, state])`` - ``state`` when ``stateful``.
+    Each :class:`Emit` goes out with its own topic, key and headers and the input's
+    timestamp (a derived event keeps its cause's time), through the app's own producer:
+    under exactly-once that is the transactional producer of the current checkpoint, so
+    the emits commit with the input offsets and state changelogs, or not at all.
 
-
-def _emit_topic(emit: Emit, _key: Any, _ts: int, _headers: Any) -> Topic:
-    return emit.topic
-
-
-def _emit_key(emit: Emit) -> bytes | None:
-    return emit.key
-
-
-def _emit_headers(emit: Emit, _key: Any, _ts: int, _headers: Any) -> Headers:
-    return emit.headers
-
-
-def produce_emits(sdf: StreamingDataFrame) -> StreamingDataFrame:
-    """Produce every :class:`Emit` flowing through ``sdf`` with its own topic, key, headers.
-
-    The record timestamp stays the input's, so derived events keep their cause's time.
+    Why not ``apply(expand=True)`` then ``set_headers`` and ``to_topic``: those are three
+    more Quix steps per record, each a Python call chain, for what one ``produce`` does;
+    measured on the router, one step is 1.22x faster (benchmarks/router_throughput.py).
     """
-    return sdf.set_headers(_emit_headers).to_topic(_emit_topic, key=_emit_key)
+    produce = sdf.processing_context.producer.produce
+
+    def step(value: Any, key: Any, timestamp: int, headers: Any, *state: Any) -> None:
+        for emit in processor(value, key, timestamp, headers, *state):
+            produce(
+                topic=emit.topic.name,
+                key=emit.key,
+                value=emit.value,
+                headers=emit.headers,
+                timestamp=timestamp,
+            )
+
+    return sdf.update(step, metadata=True, stateful=stateful)
 
 
 def output_topic(app: Application, spec: TopicSpec) -> Topic:
-    """A Quix topic to produce :class:`Emit` values to."""
-    return app.topic(spec.name, key_serializer="bytes", value_serializer=EmitSerializer())
+    """A topic an app produces :class:`Emit` records to, declared to Quix (which looks it
+    up on the broker as the app is built, like its inputs)."""
+    return app.topic(spec.name, key_serializer="bytes", value_serializer="bytes")
 
 
 def input_topic(app: Application, spec: TopicSpec) -> Topic:
@@ -389,8 +394,7 @@ def build_service_app(
     processor = ServiceProcessor(definition, app_name, by_catalog_name, dead_letters)
     frames = [app.dataframe(input_topic(app, namespace.topic(spec))) for spec in definition.inputs]
     sdf = functools.reduce(lambda a, b: a.concat(b), frames)
-    sdf = sdf.apply(processor, stateful=True, metadata=True, expand=True)
-    produce_emits(sdf)
+    apply_and_produce(sdf, processor, stateful=True)
     return BuiltApp(app, processor)
 
 

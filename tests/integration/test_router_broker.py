@@ -167,3 +167,45 @@ class _AsMessage:
 
     def timestamp(self) -> tuple[int, int]:
         return (1, self._r.timestamp)
+
+
+def test_dedupe_window_survives_a_restart_on_a_fresh_state_dir(
+    settings: Settings, tmp_path: Any
+) -> None:
+    """The window lives in memory; what makes it durable is its changelog.
+
+    A second router, on an empty state directory, must rebuild the window from the
+    changelog and drop the resends of what the first one routed, while routing new events.
+    """
+    ns = Namespace(uuid.uuid4().hex[:8])
+    ensure_topics(settings, ns.topics(router_topics()))
+    events = channel_events()
+    first, later = events[:24], events[24:]
+    producer = make_producer(settings)
+
+    def send(events: list[tuple[str, Envelope]]) -> None:
+        for channel, event in events:
+            producer.produce(
+                ns.topic(INGRESS_BY_CHANNEL[channel]).name,
+                encode(event),
+                event.store_id.encode(),
+                headers=headers_for(event),
+                timestamp=int(event.occurred_at.timestamp() * 1000),
+            )
+        producer.flush(30)
+
+    send(first)
+    before = build_router(settings, ns)
+    before.app.run(timeout=3)
+    assert before.processor.stats.routed == len(first)
+
+    send(first + later)  # every earlier event again, then new ones
+    fresh = load_settings(base=settings, data_dir=tmp_path / "fresh-state")
+    after = build_router(fresh, ns)
+    after.app.run(timeout=3)
+    stats = after.processor.stats
+    assert (stats.consumed, stats.duplicates, stats.routed) == (
+        len(first) + len(later),
+        len(first),
+        len(later),
+    ), stats.summary()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import random
 from collections.abc import Iterator
-from datetime import timedelta
 from typing import Any
 
 import orjson
@@ -13,12 +12,19 @@ from quixstreams.context import set_message_context
 from quixstreams.models import MessageContext
 
 from pipelines import deadletter
-from pipelines.router import DEDUPE_TTL, RouterProcessor, decide
+from pipelines.dedupe import DedupeWindow
+from pipelines.router import DEDUPE_MAX_IDS, DEDUPE_TTL, RouterProcessor, decide
 from pipelines.services import samples as s
-from pipelines.services.state import MemoryState
 from producers.faults import EXPECTED_ERROR, applicable_kinds, malform
 from shopstream.events import Alert, AlertPayload, derive, encode, headers_for, to_json_dict
 from shopstream.topics import ROUTES
+
+TTL_MS = int(DEDUPE_TTL.total_seconds() * 1000)
+
+
+def window(segment_size: int = 4096) -> DedupeWindow:
+    return DedupeWindow(TTL_MS, DEDUPE_MAX_IDS, segment_size)
+
 
 CHANNEL_EVENTS = [
     s.order("o1", [("SKU-00001", 1, "2.00")]),
@@ -30,21 +36,20 @@ CHANNEL_EVENTS = [
 
 @pytest.mark.parametrize("event", CHANNEL_EVENTS, ids=lambda e: e.event_type)
 def test_valid_channel_event_is_routed_by_type(event: Any) -> None:
-    decision = decide(encode(event), MemoryState())
+    decision = decide(encode(event), window())
     assert decision.outcome == "routed"
     assert decision.route == ROUTES[event.event_type]
     assert decision.event == event
 
 
 def test_duplicate_event_id_is_dropped_within_the_ttl_only() -> None:
-    state = MemoryState(now_ms=1_000)
+    # One id per segment, so the id's segment is closed and can expire.
+    dedupe, t0 = window(segment_size=1), 1_000
     raw = encode(CHANNEL_EVENTS[0])
-    assert decide(raw, state).outcome == "routed"
-    assert decide(raw, state).outcome == "duplicate"
-    state.now_ms += int((DEDUPE_TTL - timedelta(seconds=1)).total_seconds() * 1000)
-    assert decide(raw, state).outcome == "duplicate"
-    state.now_ms += 2_000
-    assert decide(raw, state).outcome == "routed"  # forgotten after the TTL
+    assert decide(raw, dedupe, t0).outcome == "routed"
+    assert decide(raw, dedupe, t0).outcome == "duplicate"
+    assert decide(raw, dedupe, t0 + TTL_MS - 1).outcome == "duplicate"
+    assert decide(raw, dedupe, t0 + TTL_MS).outcome == "routed"  # forgotten at the TTL
 
 
 @pytest.mark.parametrize(
@@ -53,12 +58,12 @@ def test_duplicate_event_id_is_dropped_within_the_ttl_only() -> None:
     ids=lambda x: getattr(x, "event_type", x),
 )
 def test_every_malformed_kind_is_dead_lettered_with_its_error_kind(event: Any, kind: Any) -> None:
-    state = MemoryState()
-    decision = decide(malform(event, kind, random.Random(3)), state)
+    dedupe = window()
+    decision = decide(malform(event, kind, random.Random(3)), dedupe)
     assert decision.outcome == "dead_lettered"
     assert decision.failure is not None
     assert decision.failure.kind == EXPECTED_ERROR[kind]
-    assert list(state.live_keys()) == []  # a dead letter leaves no dedupe trace
+    assert len(dedupe) == 0  # a dead letter leaves no dedupe trace
 
 
 def test_valid_but_unroutable_event_is_dead_lettered() -> None:
@@ -67,14 +72,14 @@ def test_valid_but_unroutable_event_is_dead_lettered() -> None:
         Alert,
         AlertPayload(alert_id="a1", kind="x", severity="info", subject="s", message="m"),
     )
-    decision = decide(encode(alert), MemoryState())
+    decision = decide(encode(alert), window())
     assert decision.outcome == "dead_lettered"
     assert decision.failure is not None
     assert (decision.failure.kind, decision.failure.field) == ("unroutable", "event_type")
 
 
 def test_tombstone_is_dead_lettered() -> None:
-    decision = decide(None, MemoryState())
+    decision = decide(None, window())
     assert decision.outcome == "dead_lettered"
 
 
@@ -93,12 +98,12 @@ def in_message() -> Iterator[None]:
 def test_processor_counts_balance_and_dead_letters_keep_the_record(in_message: None) -> None:
     routes = {spec.name: f"topic:{spec.name}" for spec in ROUTES.values()}
     proc = RouterProcessor(routes, "topic:deadletters", "router")  # type: ignore[arg-type]
-    state = MemoryState()
+    dedupe = window()
     order = CHANNEL_EVENTS[0]
     original_headers = [*headers_for(order), ("trace", b"t-1")]
     bad = malform(order, "missing_field", random.Random(1))
     inputs = [encode(e) for e in CHANNEL_EVENTS] + [encode(order), bad, b"\xff\xfe"]
-    outputs = [proc(raw, b"store-01", 5, original_headers, state) for raw in inputs]
+    outputs = [proc(raw, b"store-01", 5, original_headers, dedupe) for raw in inputs]
     stats = proc.stats
     assert (stats.consumed, stats.routed, stats.dead_lettered, stats.duplicates) == (7, 4, 2, 1)
     assert stats.balanced
@@ -131,8 +136,8 @@ def test_dead_letter_log_line_carries_coordinates_and_ids(
     doc = to_json_dict(order)
     doc["payload"]["lines"][0]["qty"] = "two"  # a schema violation: the ids are still there
     with caplog.at_level("WARNING", logger="pipelines.router"):
-        proc(orjson.dumps(doc), b"store-01", 5, [], MemoryState())
-        proc(b"\x00garbage", b"store-01", 5, [("correlation_id", b"o-7")], MemoryState())
+        proc(orjson.dumps(doc), b"store-01", 5, [], window())
+        proc(b"\x00garbage", b"store-01", 5, [("correlation_id", b"o-7")], window())
     first, second = (r.getMessage() for r in caplog.records)
     assert f"wrong_type at ingress.web[2]@41 event_id={order.event_id} correlation_id=o1" in first
     assert "ingress.web[2]@41 event_id=- correlation_id=o-7" in second
