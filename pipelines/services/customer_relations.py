@@ -17,7 +17,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pipelines.services import stock
-from pipelines.services.state import KeyValueState
+from pipelines.services.state import KeyValueState, first_time
 from shopstream.events import (
     Envelope,
     QuestionAnswered,
@@ -36,11 +36,9 @@ def handle(event: Envelope, state: KeyValueState) -> list[Envelope]:
     """Fold a stock event, or answer a question; idempotent on the causing event."""
     if isinstance(event, StockQuestionAsked):
         return _answer(event, state)
-    if event.event_type in stock.STOCK_EVENT_TYPES:
-        marker = f"seen:{event.event_id}"
-        if not state.exists(marker):
-            state.set(marker, 1, ttl=DEDUPE_TTL)
-            stock.evolve(state, event)
+    is_stock_event = event.event_type in stock.STOCK_EVENT_TYPES
+    if is_stock_event and first_time(state, f"seen:{event.event_id}", DEDUPE_TTL):
+        stock.evolve(state, event)
     return []
 
 
@@ -53,10 +51,8 @@ def answer_text(sku: str, store_id: str, available: int) -> str:
 
 def _answer(question: StockQuestionAsked, state: KeyValueState) -> list[Envelope]:
     p = question.payload
-    marker = f"question:{p.question_id}"
-    if state.exists(marker):
+    if not first_time(state, f"question:{p.question_id}", DEDUPE_TTL):
         return []
-    state.set(marker, 1, ttl=DEDUPE_TTL)
     available = max(int(state.get(stock.level_key(p.sku), 0)), 0)
     return [
         derive(

@@ -24,7 +24,7 @@ import uuid
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from pipelines.services.state import KeyValueState
+from pipelines.services.state import KeyValueState, first_time
 from shopstream.events import (
     Alert,
     AlertPayload,
@@ -148,10 +148,8 @@ def _invoice(reserved: StockReserved, priced: dict[str, Any], state: KeyValueSta
 
 def _on_return(ret: ItemReturned, state: KeyValueState) -> list[Envelope]:
     p = ret.payload
-    marker = f"return:{p.return_id}"
-    if state.exists(marker):
+    if not first_time(state, f"return:{p.return_id}"):
         return []
-    state.set(marker, 1)
     invoice: dict[str, Any] | None = state.get(f"invoice:{p.order_id}")
     if invoice is None:
         rejected = state.exists(f"rejected:{p.order_id}")

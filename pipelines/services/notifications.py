@@ -13,7 +13,7 @@ from __future__ import annotations
 from datetime import timedelta
 from typing import Literal
 
-from pipelines.services.state import KeyValueState
+from pipelines.services.state import KeyValueState, first_time
 from shopstream.events import (
     Channel,
     Envelope,
@@ -70,10 +70,8 @@ def handle(event: Envelope, state: KeyValueState) -> list[Envelope]:
     news = message_for(event)
     if news is None:
         return []
-    marker = f"sent:{event.event_id}"
-    if state.exists(marker):
+    if not first_time(state, f"sent:{event.event_id}", DEDUPE_TTL):
         return []
-    state.set(marker, 1, ttl=DEDUPE_TTL)
     customer_id, text = news
     event_id = derived_event_id(event.event_id, "NotificationSent")
     return [

@@ -34,6 +34,18 @@ class KeyValueState(Protocol):
     def delete(self, key: Key) -> None: ...
 
 
+def first_time(state: KeyValueState, marker: Key, ttl: timedelta | None = None) -> bool:
+    """``True`` and set ``marker`` if it is not in ``state`` yet; ``False`` if it is.
+
+    How every service stays idempotent on its causing event: it marks what it handled
+    (``return:<id>``, ``sent:<event_id>``...) and does nothing the second time.
+    """
+    if state.exists(marker):
+        return False
+    state.set(marker, 1, ttl=ttl)
+    return True
+
+
 class MemoryState:
     """A dict-backed :class:`KeyValueState` with event-time TTL, for tests and folds.
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any
 
-from pipelines.services.state import KeyValueState
+from pipelines.services.state import KeyValueState, first_time
 from shopstream.events import (
     Alert,
     AlertPayload,
@@ -175,10 +175,8 @@ def _on_return(ret: ItemReturned, state: KeyValueState) -> list[Envelope]:
 
 def _on_restock(restock: Restocked, state: KeyValueState) -> list[Envelope]:
     p = restock.payload
-    marker = f"restock:{p.restock_id}"
-    if state.exists(marker):
+    if not first_time(state, f"restock:{p.restock_id}"):
         return []
-    state.set(marker, 1)
     level = int(state.get(level_key(p.sku), 0))
     event = derive(
         restock,
