@@ -17,6 +17,8 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Literal
 
+from pipelines.deadletter import Source
+
 OutputRole = Literal[
     "late",
     "digest",
@@ -43,16 +45,9 @@ class Emit:
     timestamp_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class Coordinates:
-    """Where an input record came from, for late-event records and error logs."""
-
-    topic: str
-    partition: int
-    offset: int
-
-    def __str__(self) -> str:
-        return f"{self.topic}[{self.partition}]@{self.offset}"
+Coordinates = Source
+"""Where an input record came from, for late-event records and error logs: the same
+``topic[partition]@offset`` the router and services put in dead letters and logs."""
 
 
 class UnreadableEvent(ValueError):
