@@ -30,6 +30,7 @@ import random
 from bisect import bisect
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 import orjson
 
@@ -285,28 +286,19 @@ class ShopSimulator:
             return None
         channel_name = SALES_CHANNELS[channel]
         sku_ids = self._sku_ids
-        value = orjson.dumps(
+        value = _event_json(
+            "OrderPlaced", event_id, self._ts(now), channel_name, shop.location_ids[loc], order_id,
             {
-                "event_id": event_id,
-                "event_type": "OrderPlaced",
-                "schema_version": 1,
-                "occurred_at": self._ts(now),
-                "channel": channel_name,
-                "store_id": shop.location_ids[loc],
-                "correlation_id": order_id,
-                "causation_id": "",
-                "payload": {
-                    "order_id": order_id,
-                    "customer_id": shop.customer_ids[customer],
-                    "lines": [
-                        {"sku": sku_ids[k], "qty": q, "unit_price": p}
-                        for k, q, p in zip(skus, qtys, prices, strict=True)
-                    ],
-                    "currency": "EUR",
-                    "payment_method": payment,
-                },
-            }
-        )
+                "order_id": order_id,
+                "customer_id": shop.customer_ids[customer],
+                "lines": [
+                    {"sku": sku_ids[k], "qty": q, "unit_price": p}
+                    for k, q, p in zip(skus, qtys, prices, strict=True)
+                ],
+                "currency": "EUR",
+                "payment_method": payment,
+            },
+        )  # fmt: skip
         return Record(
             channel_name, self._keys[loc], value,
             [*_ORDER_HEADERS[channel], ("correlation_id", order_id.encode())],
@@ -327,27 +319,18 @@ class ShopSimulator:
         if not self._emit[channel]:
             return None
         channel_name = SALES_CHANNELS[channel]
-        value = orjson.dumps(
+        value = _event_json(
+            "ItemReturned", event_id, self._ts(now), channel_name, shop.location_ids[loc], order_id,
             {
-                "event_id": event_id,
-                "event_type": "ItemReturned",
-                "schema_version": 1,
-                "occurred_at": self._ts(now),
-                "channel": channel_name,
-                "store_id": shop.location_ids[loc],
-                "correlation_id": order_id,
-                "causation_id": "",
-                "payload": {
-                    "return_id": return_id,
-                    "order_id": order_id,
-                    "customer_id": shop.customer_ids[customer],
-                    "sku": shop.sku_ids[k],
-                    "qty": qty,
-                    "reason": reason,
-                    "amount": round(price * qty, 2),
-                },
-            }
-        )
+                "return_id": return_id,
+                "order_id": order_id,
+                "customer_id": shop.customer_ids[customer],
+                "sku": shop.sku_ids[k],
+                "qty": qty,
+                "reason": reason,
+                "amount": round(price * qty, 2),
+            },
+        )  # fmt: skip
         return Record(
             channel_name, self._keys[loc], value,
             _headers(b"ItemReturned", channel_name, order_id), now, "ItemReturned",
@@ -376,25 +359,16 @@ class ShopSimulator:
         text = template.format(
             name=shop.sku_names[k], sku=shop.sku_ids[k], place=shop.location_names[loc]
         )
-        value = orjson.dumps(
+        value = _event_json(
+            "StockQuestionAsked", event_id, self._ts(now), channel_name, store_id, question_id,
             {
-                "event_id": event_id,
-                "event_type": "StockQuestionAsked",
-                "schema_version": 1,
-                "occurred_at": self._ts(now),
-                "channel": channel_name,
+                "question_id": question_id,
+                "customer_id": shop.customer_ids[customer],
+                "sku": shop.sku_ids[k],
                 "store_id": store_id,
-                "correlation_id": question_id,
-                "causation_id": "",
-                "payload": {
-                    "question_id": question_id,
-                    "customer_id": shop.customer_ids[customer],
-                    "sku": shop.sku_ids[k],
-                    "store_id": store_id,
-                    "text": text,
-                },
-            }
-        )
+                "text": text,
+            },
+        )  # fmt: skip
         return Record(
             channel_name, self._keys[loc], value,
             _headers(b"StockQuestionAsked", channel_name, question_id), now, "StockQuestionAsked",
@@ -447,19 +421,10 @@ class ShopSimulator:
         qty: int,
         reason: str,
     ) -> Record:
-        value = orjson.dumps(
-            {
-                "event_id": event_id,
-                "event_type": "Restocked",
-                "schema_version": 1,
-                "occurred_at": occurred,
-                "channel": "system",
-                "store_id": store_id,
-                "correlation_id": restock_id,
-                "causation_id": "",
-                "payload": {"restock_id": restock_id, "sku": sku, "qty": qty, "reason": reason},
-            }
-        )
+        value = _event_json(
+            "Restocked", event_id, occurred, "system", store_id, restock_id,
+            {"restock_id": restock_id, "sku": sku, "qty": qty, "reason": reason},
+        )  # fmt: skip
         return Record(
             "warehouse", key, value, _headers(b"Restocked", "system", restock_id), now, "Restocked"
         )
@@ -470,6 +435,32 @@ _ORDER_HEADERS = tuple(
     (("event_type", b"OrderPlaced"), ("schema_version", b"1"), ("channel", _CHANNEL_BYTES[c]))
     for c in SALES_CHANNELS
 )
+
+
+def _event_json(
+    event_type: str,
+    event_id: str,
+    occurred_at: str,
+    channel: str,
+    store_id: str,
+    correlation_id: str,
+    payload: dict[str, Any],
+) -> bytes:
+    """A channel event's JSON, envelope as :func:`shopstream.events.encode` writes it,
+    without building a model (the contract tests check the two agree)."""
+    return orjson.dumps(
+        {
+            "event_id": event_id,
+            "event_type": event_type,
+            "schema_version": 1,
+            "occurred_at": occurred_at,
+            "channel": channel,
+            "store_id": store_id,
+            "correlation_id": correlation_id,
+            "causation_id": "",
+            "payload": payload,
+        }
+    )
 
 
 def _headers(event_type: bytes, channel: str, correlation_id: str) -> list[tuple[str, bytes]]:
