@@ -141,6 +141,10 @@ class PartitionEngines(Generic[E]):
         self._verified.add(partition)
         return self._engines[partition]
 
+    def engines(self) -> dict[int, E]:
+        """The engines in memory now, by partition (for stats; do not mutate)."""
+        return dict(self._engines)
+
     def flush(self) -> None:
         """Write every engine's changes into the committing checkpoint's transactions."""
         checkpoint = self._ctx.checkpoint

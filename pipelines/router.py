@@ -157,6 +157,8 @@ class RouterProcessor:
         self._dead_letters = dead_letters
         self.app_name = app_name
         self.stats = RouterStats()
+        self.windows: list[PartitionEngines[DedupeWindow]] = []
+        """The dedupe windows, by ingress topic, for the stats line (set by build_router)."""
         self._warn = ThrottledLog(log)
         self._next_report = time.monotonic() + STATS_EVERY_S
 
@@ -189,8 +191,17 @@ class RouterProcessor:
             emit = self._dead_letter(decision, key, value, headers)
         if stats.consumed % 1024 == 0 and time.monotonic() >= self._next_report:
             self._next_report = time.monotonic() + STATS_EVERY_S
-            log.info("%s: %s", self.app_name, stats.summary())
+            log.info("%s: %s; %s", self.app_name, stats.summary(), self.dedupe_summary())
         return (emit,)
+
+    def dedupe_summary(self) -> str:
+        """How many ids the dedupe windows hold now, and any forgotten before their TTL."""
+        windows = [w for engines in self.windows for w in engines.engines().values()]
+        if not windows:
+            return "dedupe off"
+        held = sum(len(w) for w in windows)
+        early = sum(w.evicted_early for w in windows)
+        return f"dedupe windows: {held} ids in {len(windows)} partitions, {early} forgotten early"
 
     def _dead_letter(
         self, decision: Decision, key: bytes | None, value: bytes | None, headers: Any
@@ -265,6 +276,7 @@ def build_router(
         apply_and_produce(sdf, _with_window(processor, engines), stateful=False)
     if windows:
         CheckpointHook(*windows).attach(sdf)
+        processor.windows = windows
     return BuiltApp(app, processor)
 
 
@@ -308,4 +320,10 @@ def run(settings: Settings, namespace: Namespace = CATALOG) -> None:
         settings.processing_guarantee,
     )
     built.app.run()
-    log.info("%s: stopped; %s", namespace.app(APP_NAME), built.processor.stats.summary())
+    processor = built.processor
+    log.info(
+        "%s: stopped; %s; %s",
+        namespace.app(APP_NAME),
+        processor.stats.summary(),
+        processor.dedupe_summary(),
+    )

@@ -209,3 +209,5 @@ def test_dedupe_window_survives_a_restart_on_a_fresh_state_dir(
         len(first),
         len(later),
     ), stats.summary()
+    # What the operator reads in the router's log: the restored ids plus the new ones.
+    assert f"dedupe windows: {len(events)} ids in " in after.processor.dedupe_summary()
