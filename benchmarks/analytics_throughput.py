@@ -24,6 +24,12 @@ with the machine and the broker; the ratio is what to compare.
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Sample events come from the tests' support package (not part of the product).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 import argparse
 import json
 import logging
@@ -45,13 +51,14 @@ from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from pipelines.analytics.app import AnalyticsTopics, build_app
 from pipelines.analytics.catalog import load_category_of, load_traffic_curve
 from pipelines.analytics.config import AnalyticsConfig
-from pipelines.analytics.samples import SampleSpec, generate
 from pipelines.analytics.ticker import ClockBoard
+from pipelines.runtime.quix import quix_app
 from shopstream.admin import create_topics
 from shopstream.brokers import BrokerProcess, make_broker
-from shopstream.kafka import fetch_metadata, make_consumer, make_producer, quix_app
+from shopstream.kafka import fetch_metadata, make_consumer, make_producer
 from shopstream.settings import Settings, load_settings
-from shopstream.topics import TopicSpec
+from shopstream.topics import SALES_BY_STORE, Namespace, TopicSpec
+from support.analytics_samples import SampleSpec, generate
 
 COMMIT_INTERVAL_S = 5.0
 """Quix's default; stated so the stop rule below can rely on it."""
@@ -225,14 +232,14 @@ def run_analytics(
     board = CountingBoard()
     app = build_app(
         settings,
+        Namespace(tag),
         topics=topics,
         config=config,
         consumer_group=f"bench-an-{tag}",
-        app_name=f"analytics-{tag}",
         category_of=load_category_of(),
         curve=load_traffic_curve(),
         board=board,
-    )
+    ).app
     # Two commit intervals after the last input: the last digests are committed by
     # the first, the windows they close by the second.
     run_until_seen(app, "analytics", lambda: board.events, total, 2 * COMMIT_INTERVAL_S + 1)
@@ -259,7 +266,7 @@ def child(args: argparse.Namespace) -> int:
     config = AnalyticsConfig()
     name = f"{args.tag}{args.run}"
     if args.child == "naive":
-        out = topics.sales_by_store.renamed(f"bench-{args.tag}-naive-out-{args.run}")
+        out = Namespace(f"bench-{args.tag}-naive-{args.run}").topic(SALES_BY_STORE)
         create_topics(settings, [out])
         result = run_naive(settings, topics, config, args.events, out, name)
     else:
@@ -271,11 +278,9 @@ def child(args: argparse.Namespace) -> int:
 
 def bench_topics(tag: str, run: int | None = None) -> AnalyticsTopics:
     """The benchmark's input topics; output topics are per run (their records are counted)."""
-    topics = AnalyticsTopics().renamed(lambda s: s.renamed(f"bench-{tag}-{s.name}"))
-    if run is None:
-        return topics
-    inputs = [*topics.inputs().values(), topics.ticks]
-    return topics.renamed(lambda s: s if s in inputs else s.renamed(f"{s.name}-{run}"))
+    inputs = Namespace(f"bench-{tag}")
+    outputs = inputs if run is None else Namespace(f"bench-{tag}-{run}")
+    return AnalyticsTopics.of(outputs, inputs=inputs)
 
 
 def main() -> int:

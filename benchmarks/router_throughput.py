@@ -29,6 +29,12 @@ app (``quix json apply``).
 
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
+# Sample events come from the tests' support package (not part of the product).
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+
 import argparse
 import logging
 import random
@@ -43,13 +49,14 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.router import build_router, router_topics
-from pipelines.services import samples
-from pipelines.services.runtime import Namespace, ensure_topics
+from pipelines.runtime.quix import quix_app
+from shopstream.admin import create_topics
 from shopstream.brokers import make_broker
 from shopstream.events import Envelope, encode, headers_for
-from shopstream.kafka import make_producer, quix_app
+from shopstream.kafka import make_producer
 from shopstream.settings import Settings, load_settings
-from shopstream.topics import INGRESS_BY_CHANNEL, TopicSpec
+from shopstream.topics import INGRESS_BY_CHANNEL, Namespace, TopicSpec
+from support import service_samples as samples
 
 BASELINE_OUT = TopicSpec("bench.baseline-out", "analytics", "benchmark baseline output")
 SKUS = [f"SKU-{i:05d}" for i in range(1, 501)]
@@ -201,7 +208,7 @@ def _bench(address: str, args: argparse.Namespace) -> int:
     data_dir = Path(tempfile.mkdtemp(prefix="router-bench-"))
     ns = Namespace(uuid.uuid4().hex[:8])
     base = load_settings(broker_address=address, data_dir=data_dir)
-    ensure_topics(base, ns.topics([*router_topics(), BASELINE_OUT]))
+    create_topics(base, ns.topics([*router_topics(), BASELINE_OUT]))
     records = make_input(args.events)
     t = time.perf_counter()
     produce(base, ns, records)

@@ -37,35 +37,33 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 from quixstreams.context import message_context
 
 from pipelines.checkpointed import CheckpointHook, PartitionEngines
-from pipelines.deadletter import Failure, dead_letter_headers
+from pipelines.deadletter import Failure, ids_for_log
 from pipelines.dedupe import DedupeWindow
-from pipelines.services.runtime import (
-    CATALOG,
-    COMMIT_INTERVAL_S,
-    BuiltApp,
-    Emit,
-    Namespace,
-    ThrottledLog,
-    apply_and_produce,
-    configure_logging,
-    current_source,
-    ensure_topics,
-    ids_for_log,
-    input_topic,
-    output_topic,
-)
+from pipelines.runtime.outputs import Emit, Outputs, apply_and_produce, dead_letter
+from pipelines.runtime.quix import current_source, input_topic, output_topic, quix_app
+from pipelines.runtime.running import BuiltApp, run_app
+from shopstream.admin import create_topics
+from shopstream.apps import AppSpec
 from shopstream.events import CHANNEL_EVENT_TYPES, DecodeError, Envelope, decode, headers_for
-from shopstream.kafka import quix_app
+from shopstream.kafka import record_size_limits
+from shopstream.logs import ThrottledLog
 from shopstream.settings import Settings
-from shopstream.topics import DEAD_LETTERS, INGRESS_BY_CHANNEL, ROUTER_GROUP, ROUTES, TopicSpec
+from shopstream.topics import (
+    CATALOG,
+    DEAD_LETTERS,
+    INGRESS_BY_CHANNEL,
+    ROUTES,
+    Namespace,
+    TopicSpec,
+)
 
 if TYPE_CHECKING:
     from quixstreams.dataframe import StreamingDataFrame
-    from quixstreams.models import Topic
 
 log = logging.getLogger("pipelines.router")
 
 APP_NAME = "router"
+GROUP = "shopstream-router"
 DEDUPE_TTL = timedelta(hours=1)
 """How long (event time, i.e. record timestamps) an event id is remembered for dedupe.
 
@@ -152,7 +150,7 @@ class RouterProcessor:
     Called with the record partition's dedupe window when dedupe is on, without when off.
     """
 
-    def __init__(self, routes: dict[str, Topic], dead_letters: Topic, app_name: str) -> None:
+    def __init__(self, routes: dict[str, str], dead_letters: str, app_name: str) -> None:
         self._routes = routes
         self._dead_letters = dead_letters
         self.app_name = app_name
@@ -224,28 +222,32 @@ class RouterProcessor:
             correlation_id,
             failure.message,
         )
-        return Emit(
-            self._dead_letters,
-            key,
-            value,
-            dead_letter_headers(headers, failure, source, self.app_name),
-        )
+        return dead_letter(self._dead_letters, key, value, headers, failure, source, self.app_name)
+
+
+def router_outputs() -> list[TopicSpec]:
+    """Every topic the router writes: the typed topics and dead letters."""
+    return [*dict.fromkeys(ROUTES.values()), DEAD_LETTERS]
 
 
 def router_topics() -> list[TopicSpec]:
     """Every topic the router touches, from the catalog."""
-    return [*INGRESS_BY_CHANNEL.values(), *dict.fromkeys(ROUTES.values()), DEAD_LETTERS]
+    return [*INGRESS_BY_CHANNEL.values(), *router_outputs()]
 
 
 def build_router(
     settings: Settings,
     namespace: Namespace = CATALOG,
     *,
+    outputs: Outputs | None = None,
     dedupe_ttl: timedelta | None = DEDUPE_TTL,
     dedupe_max_ids: int = DEDUPE_MAX_IDS,
     **app_options: Any,
 ) -> BuiltApp:
     """The router as a Quix app (topics must exist; see :func:`run`).
+
+    ``outputs`` is the app's :class:`Outputs` (kept across rebuilds by :func:`run`);
+    without one, a fresh one with the broker's size limits is made.
 
     ``dedupe_ttl=None`` builds a router without dedupe that routes every valid event (for
     channels that cannot duplicate, and to measure what dedupe costs). ``app_options``
@@ -257,23 +259,22 @@ def build_router(
     has its dedupe windows, one per partition, kept in its state store.
     """
     app_name = namespace.app(APP_NAME)
-    group = app_options.pop("consumer_group", namespace.group(ROUTER_GROUP))
-    app_options.setdefault("commit_interval", COMMIT_INTERVAL_S)
+    group = app_options.pop("consumer_group", namespace.group(GROUP))
     app = quix_app(settings, app_name, group, **app_options)
-    routes = {
-        spec.name: output_topic(app, namespace.topic(spec))
-        for spec in dict.fromkeys(ROUTES.values())
-    }
-    processor = RouterProcessor(routes, output_topic(app, namespace.topic(DEAD_LETTERS)), app_name)
+    for spec in router_outputs():
+        output_topic(app, namespace.topic(spec))
+    outputs = outputs or router_output_guard(settings, namespace)
+    routes = {spec.name: namespace.topic(spec).name for spec in dict.fromkeys(ROUTES.values())}
+    processor = RouterProcessor(routes, namespace.topic(DEAD_LETTERS).name, app_name)
     windows: list[PartitionEngines[DedupeWindow]] = []
     for spec in INGRESS_BY_CHANNEL.values():
         sdf = app.dataframe(input_topic(app, namespace.topic(spec)))
         if dedupe_ttl is None:
-            apply_and_produce(sdf, processor, stateful=False)
+            apply_and_produce(sdf, processor, outputs, stateful=False)
             continue
         engines = _dedupe_windows(sdf, namespace.topic(spec).name, dedupe_ttl, dedupe_max_ids)
         windows.append(engines)
-        apply_and_produce(sdf, _with_window(processor, engines), stateful=False)
+        apply_and_produce(sdf, _with_window(processor, engines), outputs, stateful=False)
     if windows:
         CheckpointHook(*windows).attach(sdf)
         processor.windows = windows
@@ -307,23 +308,41 @@ def _with_window(
     return route
 
 
+def router_output_guard(settings: Settings, namespace: Namespace) -> Outputs:
+    """The router's :class:`Outputs`, with the broker's size limit of each output topic."""
+    names = [namespace.topic(spec).name for spec in router_outputs()]
+    return Outputs(
+        namespace.app(APP_NAME),
+        namespace.topic(DEAD_LETTERS).name,
+        record_size_limits(settings, names),
+    )
+
+
 def run(settings: Settings, namespace: Namespace = CATALOG) -> None:
     """``shopstream run router``: route until SIGINT/SIGTERM, then log the counts."""
-    configure_logging()
-    ensure_topics(settings, namespace.topics(router_topics()))
-    built = build_router(settings, namespace)
-    log.info(
-        "%s: routing %s as group %s (%s)",
+    create_topics(settings, namespace.topics(router_topics()))
+    outputs = router_output_guard(settings, namespace)
+    inputs = ", ".join(namespace.topic(s).name for s in INGRESS_BY_CHANNEL.values())
+    run_app(
+        settings,
         namespace.app(APP_NAME),
-        ", ".join(namespace.topic(s).name for s in INGRESS_BY_CHANNEL.values()),
-        namespace.group(ROUTER_GROUP),
-        settings.processing_guarantee,
+        lambda: build_router(settings, namespace, outputs=outputs),
+        outputs,
+        describe=f"routing {inputs} as group {namespace.group(GROUP)} "
+        f"({settings.processing_guarantee})",
+        on_stop=lambda built: f"{built.processor.stats.summary()}; "
+        f"{built.processor.dedupe_summary()}",
     )
-    built.app.run()
-    processor = built.processor
-    log.info(
-        "%s: stopped; %s; %s",
-        namespace.app(APP_NAME),
-        processor.stats.summary(),
-        processor.dedupe_summary(),
-    )
+
+
+APP = AppSpec(
+    name=APP_NAME,
+    kind="processor",
+    description="Validates, de-duplicates and routes channel events; dead-letters the rest",
+    run=run,
+    group=GROUP,
+    reads=tuple(spec.name for spec in INGRESS_BY_CHANNEL.values()),
+    writes=tuple(spec.name for spec in router_outputs()),
+    # After the services: its first routed events then find their readers joined.
+    order=13,
+)

@@ -8,6 +8,7 @@ Registered through the ``shopstream.commands`` and ``shopstream.up`` entry point
 from __future__ import annotations
 
 import re
+import secrets
 from datetime import UTC, date, datetime
 from typing import Any, ClassVar
 
@@ -18,11 +19,26 @@ from producers.app import DEFAULT_TOPICS, ProduceOptions, run_produce
 from producers.faults import MALFORMED_KINDS, FaultConfig, MalformedKind
 from producers.live import summary_table
 from producers.record import INGRESS_CHANNELS, IngressChannel, from_ms, to_ms
-from shopstream.plugins import UpProcess
+from shopstream.apps import AppSpec
 from shopstream.settings import Settings, load_settings
+from shopstream.topics import INGRESS_BY_CHANNEL
 
 UP_RATE = 100
-"""Records per second of the demo producer that ``shopstream up`` starts."""
+"""Mean records per second of the demo producer that ``shopstream up`` starts."""
+
+
+class SeedParam(click.ParamType):
+    name = "INTEGER|random"
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, int):
+            return value
+        if str(value).strip() == "random":
+            return secrets.randbelow(2**31)
+        try:
+            return int(str(value))
+        except ValueError:
+            self.fail(f"{value!r} is not a seed - use an integer or random", param, ctx)
 
 
 class ChannelsParam(click.ParamType):
@@ -133,12 +149,18 @@ RATIO = click.FloatRange(0.0, 1.0)
     "--duration", type=DurationParam(), help="Stop after this long, e.g. 90s, 5m, 2h (wall clock)."
 )
 @click.option(
-    "--seed", type=int, default=1, show_default=True, help="Same seed and flags, same events."
-)
+    "--seed", type=SeedParam(), default="1", show_default=True,
+    help="Same seed and flags, same events; random draws one (printed in the summary).",
+)  # fmt: skip
 @click.option(
     "--speedup",
     type=click.FloatRange(min=0.0, min_open=True),
     help="Event time runs at most N times faster than wall time (e.g. 1 = real time).",
+)
+@click.option(
+    "--realtime",
+    is_flag=True,
+    help="Event time follows the wall clock, traffic scaled so the next hour averages --rate/s.",
 )
 @click.option(
     "--start-time",
@@ -201,6 +223,7 @@ RATIO = click.FloatRange(0.0, 1.0)
 @click.option(
     "--broker", metavar="HOST:PORT", help="Broker address (default: SHOPSTREAM_BROKER_ADDRESS)."
 )
+@click.option("--status-name", hidden=True, help="Publish counters as this process (up).")
 def produce(
     channels: frozenset[IngressChannel],
     rate: float,
@@ -208,6 +231,7 @@ def produce(
     duration: float | None,
     seed: int,
     speedup: float | None,
+    realtime: bool,
     start_time: datetime | None,
     scale: float,
     flash_sale: bool,
@@ -218,6 +242,7 @@ def produce(
     opening: bool,
     topic_overrides: tuple[str, ...],
     broker: str | None,
+    status_name: str | None,
 ) -> None:
     """Simulate the shop's channels and stream their events to the ingress topics.
 
@@ -237,11 +262,14 @@ def produce(
         opening=opening,
         rate=rate,
         speedup=speedup,
+        realtime=realtime,
         count=count,
         duration=duration,
         topics=_parse_topics(topic_overrides),
     )
-    stats = run_produce(settings, options)
+    if realtime and speedup:
+        raise click.BadParameter("--realtime sets the speedup to 1; drop --speedup")
+    stats = run_produce(settings, options, status_name=status_name)
     start_iso = from_ms(start_ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     Console().print(summary_table(stats, seed=seed, start_iso=start_iso))
     if stats.failed or stats.unflushed:
@@ -253,11 +281,30 @@ def produce(
         raise click.exceptions.Exit(1)
 
 
-def up_processes(settings: Settings) -> list[UpProcess]:
-    """The demo producer of ``shopstream up``: every channel, warehouse included, at a modest rate.
+def _producer_app(name: str, channels: str, targets: frozenset[str]) -> AppSpec:
+    selected = list(INGRESS_BY_CHANNEL) if channels == "all" else [channels]
+    return AppSpec(
+        name=name,
+        kind="producer",
+        description=f"Simulated shop traffic of {channels} channel(s), in real time",
+        argv=(
+            *("produce", "--channel", channels, "--rate", str(UP_RATE), "--realtime"),
+            *("--seed", "random", "--status-name", name),
+        ),
+        writes=tuple(INGRESS_BY_CHANNEL[c].name for c in selected),
+        # Last: the first events then find the router and services already joined.
+        order=90,
+        scalable=False,
+        targets=targets,  # type: ignore[arg-type]
+    )
 
-    Order 90: it starts after the router and services, so the first events find readers.
-    """
-    return [
-        UpProcess("producer", ("produce", "--channel", "all", "--rate", str(UP_RATE)), order=90)
-    ]
+
+# Registry entries (pyproject.toml, "shopstream.apps"). `up` runs one producer for every
+# channel (one process on a laptop); compose runs one per channel, as separate systems
+# would send. Both use random seeds, so a second start never resends the first's ids.
+PRODUCER_APP = _producer_app("producer", "all", frozenset({"up"}))
+CHANNEL_APPS = {
+    channel: _producer_app(f"producer-{channel}", channel, frozenset({"compose"}))
+    for channel in INGRESS_BY_CHANNEL
+}
+MOBILE_APP, POS_APP, WEB_APP, WAREHOUSE_APP = CHANNEL_APPS.values()

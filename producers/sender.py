@@ -212,6 +212,10 @@ class Sender:
                 self._producer.poll(0)  # keep acks current on the live line
                 time.sleep(step)  # poll() rounds to whole ms; sleep is finer
 
+    def flush(self, timeout: float = 30.0) -> int:
+        """Wait for in-flight records (up to ``timeout`` s); return how many are left."""
+        return int(self._producer.flush(timeout))
+
     def close(self, timeout: float = 30.0) -> None:
         """Flush in-flight records (up to ``timeout`` s) and freeze the stats."""
         remaining = self._producer.flush(timeout)

@@ -19,6 +19,17 @@ class TopicStatus:
     spec: TopicSpec
     exists: bool
     broker_partitions: int | None
+    partitions: int
+    """How many partitions the catalog and settings ask for."""
+
+    @property
+    def as_declared(self) -> bool:
+        return self.exists and self.broker_partitions == self.partitions
+
+
+def partitions(spec: TopicSpec, settings: Settings) -> int:
+    """How many partitions ``spec`` has: its own count, else the settings' default."""
+    return spec.partitions or settings.partitions
 
 
 def create_topics(
@@ -27,7 +38,8 @@ def create_topics(
     """Create every topic in ``specs`` that the broker lacks; return the names created.
 
     Idempotent: topics that already exist are left as they are (their partition
-    count is not changed). Raises :class:`UserError` on any other failure.
+    count is not changed). Partitions and replication factor come from ``settings``
+    unless a spec fixes its partitions. Raises :class:`UserError` on any other failure.
     """
     specs = list({s.name: s for s in specs}.values())  # a name twice fails the whole request
     existing = set(fetch_metadata(settings).topics)
@@ -37,7 +49,12 @@ def create_topics(
     admin = make_admin(settings)
     futures = admin.create_topics(
         [
-            NewTopic(s.name, num_partitions=s.partitions, replication_factor=1, config=s.config)
+            NewTopic(
+                s.name,
+                num_partitions=partitions(s, settings),
+                replication_factor=settings.replication_factor,
+                config=s.config,
+            )
             for s in missing
         ],
         operation_timeout=timeout,
@@ -64,6 +81,7 @@ def topic_status(settings: Settings, specs: Iterable[TopicSpec] = ALL_TOPICS) ->
             s,
             s.name in topics,
             len(topics[s.name].partitions) if s.name in topics else None,
+            partitions(s, settings),
         )
         for s in specs
     ]

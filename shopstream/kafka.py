@@ -1,4 +1,4 @@
-"""Kafka client factory: every producer, consumer, admin and Quix app is built here.
+"""Kafka client factory: every producer, consumer and admin client is built here.
 
 All clients take their connection, security and group timing from one
 :class:`~shopstream.settings.Settings`, so pointing shopstream at Redpanda,
@@ -8,17 +8,20 @@ Apache Kafka or the embedded broker is a matter of settings alone.
 from __future__ import annotations
 
 import socket
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from collections.abc import Iterable
+from typing import Any
 
 from confluent_kafka import Consumer, KafkaException, Producer
-from confluent_kafka.admin import AdminClient, ClusterMetadata
+from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource
 
 from shopstream.errors import BrokerUnreachable
 from shopstream.settings import Settings
 
-if TYPE_CHECKING:
-    from quixstreams import Application
+CLIENT_MAX_MESSAGE_BYTES = 1_000_000
+"""librdkafka's ``message.max.bytes`` default: the largest record a client sends."""
+BROKER_MAX_MESSAGE_BYTES = 1_048_588
+"""Kafka's and Redpanda's default ``message.max.bytes`` / ``max.message.bytes``: used when
+a broker does not describe its limits (the embedded broker describes nothing)."""
 
 
 def connection_config(settings: Settings) -> dict[str, Any]:
@@ -35,6 +38,33 @@ def connection_config(settings: Settings) -> dict[str, Any]:
     if settings.tls_ca_file:
         config["ssl.ca.location"] = str(settings.tls_ca_file)
     return config
+
+
+def transactional_id(app_name: str, settings: Settings) -> str:
+    """Stable per app instance, so a restart fences its crashed predecessor."""
+    return f"shopstream-{app_name}-{settings.instance_id}"
+
+
+def record_size_limits(settings: Settings, topics: Iterable[str]) -> dict[str, int]:
+    """The largest record (key + value + headers, bytes) shopstream may send to each topic.
+
+    The smaller of the client's ``message.max.bytes`` and the topic's
+    ``max.message.bytes`` as the broker describes it (else the broker's
+    ``message.max.bytes``, else Kafka's default): a record over it would be refused,
+    by the client at once or by the broker later.
+    """
+    names = sorted(set(topics))
+    admin = AdminClient(connection_config(settings) | {"log_level": 0})
+    limits = dict.fromkeys(names, BROKER_MAX_MESSAGE_BYTES)
+    try:
+        futures = admin.describe_configs([ConfigResource("topic", n) for n in names])
+        for resource, future in futures.items():
+            entry = future.result(timeout=10).get("max.message.bytes")
+            if entry is not None and str(entry.value).isdigit():
+                limits[resource.name] = int(entry.value)
+    except (KafkaException, ValueError, TypeError):
+        pass  # the defaults stand: a broker that describes nothing (the embedded one)
+    return {n: min(v, CLIENT_MAX_MESSAGE_BYTES) for n, v in limits.items()}
 
 
 def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
@@ -80,7 +110,7 @@ def make_admin(settings: Settings) -> AdminClient:
     return AdminClient(connection_config(settings))
 
 
-def _first_reachable(address: str, timeout: float = 1.0) -> str | None:
+def unreachable_reason(address: str, timeout: float = 1.0) -> str | None:
     """Why no bootstrap server accepts a TCP connection, or None if one does."""
     reason = "no server listed"
     for server in address.split(","):
@@ -97,7 +127,7 @@ def fetch_metadata(settings: Settings, timeout: float = 5.0) -> ClusterMetadata:
     """Cluster metadata, or :class:`BrokerUnreachable` if nobody answers in time."""
     # A plain TCP probe first: it fails in milliseconds with a precise reason
     # (refused, unknown host) where librdkafka would retry until the timeout.
-    refused = _first_reachable(settings.broker_address)
+    refused = unreachable_reason(settings.broker_address)
     if refused:
         raise BrokerUnreachable(settings.broker_address, refused)
     # log_level 0: the caller reports an unreachable broker in one line of its own.
@@ -115,53 +145,3 @@ def _short(exc: KafkaException) -> str:
     return text.split(":")[-1].strip() or text
 
 
-def transactional_id(app_name: str, settings: Settings) -> str:
-    """Stable per app instance, so a restart fences its crashed predecessor."""
-    return f"shopstream-{app_name}-{settings.instance_id}"
-
-
-def quix_app(
-    settings: Settings,
-    app_name: str,
-    consumer_group: str,
-    **kwargs: Any,
-) -> Application:
-    """A Quix Streams ``Application`` wired to shopstream's settings.
-
-    Exactly-once (Kafka transactions) unless settings say at-least-once, a
-    stable ``transactional.id``, fast group joins, state under
-    ``<data_dir>/state/<app_name>``, and ``earliest`` as the reset policy so a
-    new group starts from the beginning of the log.
-    """
-    from quixstreams import Application
-    from quixstreams.kafka.configuration import ConnectionConfig
-
-    conn = connection_config(settings)
-    connection = ConnectionConfig(
-        bootstrap_servers=conn["bootstrap.servers"],
-        security_protocol=conn["security.protocol"].lower(),
-        sasl_mechanism=conn.get("sasl.mechanism"),
-        sasl_username=conn.get("sasl.username"),
-        sasl_password=conn.get("sasl.password"),
-        ssl_ca_location=conn.get("ssl.ca.location"),
-    )
-    producer_extra: dict[str, Any] = {"compression.type": "lz4", "linger.ms": 20}
-    if settings.processing_guarantee == "exactly-once":
-        producer_extra["transactional.id"] = transactional_id(app_name, settings)
-    consumer_extra = {
-        "session.timeout.ms": settings.session_timeout_ms,
-        "heartbeat.interval.ms": settings.heartbeat_interval_ms,
-    }
-    options: dict[str, Any] = {
-        "broker_address": connection,
-        "consumer_group": consumer_group,
-        "processing_guarantee": settings.processing_guarantee,
-        "auto_offset_reset": "earliest",
-        "state_dir": Path(settings.data_dir) / "state" / app_name,
-        "consumer_extra_config": consumer_extra,
-        "producer_extra_config": producer_extra,
-        "auto_create_topics": True,
-        "loglevel": "WARNING",
-    }
-    options.update(kwargs)
-    return Application(**options)

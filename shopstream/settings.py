@@ -6,6 +6,8 @@ Every Kafka client in the project is built from a :class:`Settings` (see
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from functools import cache
 from pathlib import Path
 from typing import Literal
@@ -53,6 +55,14 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: int = Field(
         500, ge=100, description="Consumer group heartbeat interval (ms)"
     )
+    partitions: int = Field(
+        3, ge=1, le=1000,
+        description="Partitions of every catalog topic (apps scale up to this many replicas)",
+    )  # fmt: skip
+    replication_factor: int = Field(
+        1, ge=1, le=16,
+        description="Replicas of every topic created by shopstream (3 on a 3-broker cluster)",
+    )  # fmt: skip
     instance_id: str = Field(
         "0",
         pattern=r"^[A-Za-z0-9_.-]+$",
@@ -106,3 +116,17 @@ def load_settings(base: Settings | None = None, **overrides: object) -> Settings
 def get_settings() -> Settings:
     """The process's settings, read once from the environment."""
     return load_settings()
+
+
+def settings_env(settings: Settings, base: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment that makes a child process read exactly ``settings``.
+
+    Starts from ``base`` (default: this process's environment) without any variable of a
+    setting, then adds one per setting that has a value; other variables pass through.
+    """
+    fields = {f"SHOPSTREAM_{name.upper()}" for name in Settings.model_fields}
+    env = {k: v for k, v in (os.environ if base is None else base).items() if k not in fields}
+    for name, value in settings.model_dump(exclude_none=True).items():
+        secret = getattr(value, "get_secret_value", None)
+        env[f"SHOPSTREAM_{name.upper()}"] = str(secret() if secret else value)
+    return env

@@ -1,120 +1,199 @@
 """Runs the processes of ``shopstream up`` and keeps them running.
 
-Each role's process is a child ``python -m shopstream <argv>`` with the same
-settings passed through the environment, and its output in
-``<data_dir>/logs/<name>.log``. A child that dies is restarted with backoff
-(up to :data:`MAX_RESTARTS` times); on stop every child gets SIGTERM, in
-reverse start order, then SIGKILL after a grace period.
+Each app of the registry (:func:`shopstream.apps.apps_for` ``"up"``) is a child
+``python -m shopstream <command>`` with the same settings in its environment and its
+output in ``<data_dir>/logs/<name>.log``.
+
+Guarantees:
+
+* A child that exits non-zero is restarted after a backoff (1, 2, 4 ... 30 s), at most
+  :data:`MAX_RESTARTS` times in a row; a child that ran :data:`HEALTHY_AFTER_S` before
+  dying starts a fresh budget, so a long-running stack survives occasional failures. A
+  child that exits with code 2 (a problem only the user can fix: settings, stale state)
+  is not restarted: its last log line is shown instead.
+* Other children are never held up by one that is waiting to restart.
+* If the broker ``up`` started dies, :meth:`Supervisor.wait` returns at once with
+  :data:`BROKER_DIED`, so ``up`` can say so and exit non-zero instead of leaving the
+  apps to retry against nothing.
+* On stop every child gets SIGTERM, in reverse start order, then SIGKILL after a grace
+  period.
 """
 
 from __future__ import annotations
 
 import logging
-import os
 import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Self
+from typing import IO, Literal, Self
 
-from shopstream.plugins import UpProcess, load_up_processes
-from shopstream.settings import Settings
+from shopstream.apps import AppSpec
+from shopstream.brokers.base import BrokerProcess
+from shopstream.settings import Settings, settings_env
+from shopstream.status import ProcessStatus, read_statuses, run_dir
 
 log = logging.getLogger("shopstream.up")
 MAX_RESTARTS = 5
+HEALTHY_AFTER_S = 60.0
+"""A child that ran this long before it died gets a fresh restart budget."""
+MAX_BACKOFF_S = 30.0
+EXIT_USER_ERROR = 2
 STATUS_EVERY_S = 60.0
-"""How often ``shopstream up`` logs which processes are alive."""
+"""How often a plain (non-terminal) ``shopstream up`` logs which processes are alive."""
+
+ChildState = Literal["running", "restarting", "finished", "failed"]
+BROKER_DIED = "broker-died"
 
 
-def settings_env(settings: Settings) -> dict[str, str]:
-    """Environment that makes a child process read exactly ``settings``."""
-    env = dict(os.environ)
-    for name, value in settings.model_dump(exclude_none=True).items():
-        if hasattr(value, "get_secret_value"):
-            value = value.get_secret_value()
-        env[f"SHOPSTREAM_{name.upper()}"] = str(value)
-    return env
+def backoff(restarts: int) -> float:
+    """Seconds to wait before restart number ``restarts + 1``."""
+    return min(2.0**restarts, MAX_BACKOFF_S)
 
 
 @dataclass
-class _Child:
-    spec: UpProcess
-    popen: subprocess.Popen[bytes]
-    log_file: IO[bytes]
+class Child:
+    """One supervised process and what happened to it."""
+
+    spec: AppSpec
+    log_path: Path
+    popen: subprocess.Popen[bytes] | None = None
+    log_file: IO[bytes] | None = None
+    started_at: float = 0.0
     restarts: int = 0
-    started_at: float = field(default_factory=time.monotonic)
+    total_restarts: int = 0
+    state: ChildState = "running"
+    restart_at: float = 0.0
+    last_exit: int | None = None
+
+    def last_log_line(self) -> str:
+        try:
+            lines = self.log_path.read_text(errors="replace").strip().splitlines()
+        except OSError:
+            return ""
+        return lines[-1][:200] if lines else ""
 
 
 class Supervisor:
-    """Start, watch and stop the ``shopstream up`` processes of every role."""
+    """Start, watch and stop the ``shopstream up`` processes.
 
-    def __init__(self, settings: Settings, skip: set[str] | None = None) -> None:
+    Each app runs as ``<launcher> <app.command>``: ``python -m shopstream run NAME``
+    and the like (tests pass another launcher).
+    """
+
+    def __init__(
+        self,
+        settings: Settings,
+        apps: Iterable[AppSpec],
+        broker: BrokerProcess | None = None,
+        launcher: Sequence[str] = (sys.executable, "-m", "shopstream"),
+    ) -> None:
         self.settings = settings
-        self.skip = skip or set()
+        self.launcher = tuple(launcher)
+        self.apps = list(apps)
+        self.broker = broker
         self.log_dir = Path(settings.data_dir) / "logs"
-        self._children: dict[str, _Child] = {}
+        self.children: dict[str, Child] = {}
         self._stopping = threading.Event()
+        self._ended = threading.Event()
+        self.end_reason: str | None = None
         self._watcher = threading.Thread(target=self._watch, name="supervisor", daemon=True)
 
     def start_all(self) -> list[str]:
-        """Start every contributed process (except skipped ones); return their names."""
+        """Start every app; return their names in start order."""
         self.log_dir.mkdir(parents=True, exist_ok=True)
-        specs = [p for p in load_up_processes(self.settings) if p.name not in self.skip]
-        if not specs:
-            log.warning("no role contributed a process; only the broker and topics are up")
-        for spec in specs:
-            self._children[spec.name] = self._spawn(spec, restarts=0)
+        if not self.apps:
+            log.warning("no role declared an app; only the broker and topics are up")
+        for spec in self.apps:
+            child = Child(spec, self.log_dir / f"{spec.name}.log")
+            self.children[spec.name] = child
+            self._spawn(child)
         self._watcher.start()
-        return [s.name for s in specs]
+        return [s.name for s in self.apps]
 
-    def _spawn(self, spec: UpProcess, restarts: int) -> _Child:
-        log_path = self.log_dir / f"{spec.name}.log"
-        log_file = open(log_path, "ab")  # noqa: SIM115 - closed when the child ends
-        popen = subprocess.Popen(
-            [sys.executable, "-m", "shopstream", *spec.argv],
+    def _spawn(self, child: Child) -> None:
+        child.log_file = open(child.log_path, "ab")  # noqa: SIM115 - closed when the child ends
+        child.popen = subprocess.Popen(
+            [*self.launcher, *child.spec.command],
             env=settings_env(self.settings),
-            stdout=log_file,
+            stdout=child.log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
         )
+        child.started_at = time.monotonic()
+        child.state = "running"
         log.info(
             "started %s: shopstream %s (pid %d, log %s)",
-            spec.name, " ".join(spec.argv), popen.pid, log_path,
+            child.spec.name, " ".join(child.spec.command), child.popen.pid, child.log_path,
         )  # fmt: skip
-        return _Child(spec, popen, log_file, restarts)
+
+    def wait(self, timeout: float | None = None) -> str | None:
+        """Block until the supervisor ends on its own (e.g. :data:`BROKER_DIED`) or
+        ``timeout``; return why it ended (``None`` on timeout)."""
+        self._ended.wait(timeout)
+        return self.end_reason
+
+    def _end(self, reason: str) -> None:
+        self.end_reason = reason
+        self._ended.set()
 
     def _watch(self) -> None:
         next_status = time.monotonic() + STATUS_EVERY_S
-        while not self._stopping.wait(1.0):
-            if time.monotonic() >= next_status:
+        while not self._stopping.wait(0.5):
+            if self.broker is not None and not self.broker.alive:
+                self._end(BROKER_DIED)
+                return
+            now = time.monotonic()
+            for child in list(self.children.values()):
+                self._check(child, now)
+            if now >= next_status:
                 next_status += STATUS_EVERY_S
                 self._log_status()
-            for name, child in list(self._children.items()):
-                code = child.popen.poll()
-                if code is None or self._stopping.is_set():
-                    continue
-                child.log_file.close()
-                if code == 0:
-                    log.info("%s finished", name)
-                    del self._children[name]
-                    continue
-                if child.restarts >= MAX_RESTARTS:
-                    log.error("%s exited with %d; gave up after %d restarts - see %s",
-                              name, code, child.restarts, self.log_dir / f"{name}.log")
-                    del self._children[name]
-                    continue
-                delay = min(2 ** child.restarts, 30)
-                log.warning("%s exited with %d; restarting in %ds", name, code, delay)
-                if self._stopping.wait(delay):
-                    return
-                self._children[name] = self._spawn(child.spec, child.restarts + 1)
+
+    def _check(self, child: Child, now: float) -> None:
+        if child.state == "restarting" and now >= child.restart_at:
+            child.restarts += 1
+            child.total_restarts += 1
+            self._spawn(child)
+            return
+        if child.state != "running" or child.popen is None:
+            return
+        code = child.popen.poll()
+        if code is None or self._stopping.is_set():
+            return
+        if child.log_file is not None:
+            child.log_file.close()
+        child.last_exit = code
+        name = child.spec.name
+        if code == 0:
+            log.info("%s finished", name)
+            child.state = "finished"
+            return
+        if now - child.started_at >= HEALTHY_AFTER_S:
+            child.restarts = 0  # it was healthy for a while: a fresh budget
+        if code == EXIT_USER_ERROR:
+            child.state = "failed"
+            log.error("%s stopped (exit 2, not restarted): %s", name, child.last_log_line())
+            return
+        if child.restarts >= MAX_RESTARTS:
+            child.state = "failed"
+            log.error(
+                "%s exited with %d; gave up after %d restarts in a row - see %s",
+                name, code, child.restarts, child.log_path,
+            )  # fmt: skip
+            return
+        delay = backoff(child.restarts)
+        log.warning("%s exited with %d; restarting in %.0fs", name, code, delay)
+        child.state = "restarting"
+        child.restart_at = now + delay
 
     def _log_status(self) -> None:
         alive = self.running()
-        restarts = sum(c.restarts for c in self._children.values())
+        restarts = sum(c.total_restarts for c in self.children.values())
         log.info(
             "%d process(es) running: %s; %d restart(s); logs in %s",
             len(alive), ", ".join(sorted(alive)) or "none", restarts, self.log_dir,
@@ -122,25 +201,35 @@ class Supervisor:
 
     def running(self) -> dict[str, int]:
         """Names and pids of the children alive now."""
-        return {n: c.popen.pid for n, c in self._children.items() if c.popen.poll() is None}
+        return {
+            n: c.popen.pid
+            for n, c in self.children.items()
+            if c.popen is not None and c.popen.poll() is None
+        }
+
+    def statuses(self) -> dict[str, ProcessStatus]:
+        """What each child last published about itself (see :mod:`shopstream.status`)."""
+        return read_statuses(run_dir(self.settings))
 
     def stop(self, grace: float = 15.0) -> None:
         """SIGTERM every child in reverse start order, SIGKILL those still alive after ``grace``."""
         self._stopping.set()
-        children = list(self._children.values())[::-1]
+        children = [c for c in list(self.children.values())[::-1] if c.popen is not None]
         for child in children:
-            if child.popen.poll() is None:
+            if child.popen is not None and child.popen.poll() is None:
                 child.popen.terminate()
         deadline = time.monotonic() + grace
         for child in children:
+            assert child.popen is not None
             try:
                 child.popen.wait(timeout=max(0.1, deadline - time.monotonic()))
             except subprocess.TimeoutExpired:
                 log.warning("%s did not stop in %.0fs; killing it", child.spec.name, grace)
                 child.popen.kill()
                 child.popen.wait()
-            child.log_file.close()
-        self._children.clear()
+            if child.log_file is not None:
+                child.log_file.close()
+        self.children.clear()
         log.info("all processes stopped")
 
     def __enter__(self) -> Self:

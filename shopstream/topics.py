@@ -1,4 +1,8 @@
-"""The topic catalog: every topic and consumer group of shopstream, named once.
+"""The topic catalog: every topic of shopstream, named once, and :class:`Namespace`.
+
+Consumer groups are not listed here: each app declares its group with what it reads
+and writes (:mod:`shopstream.apps`), and the group catalog is derived from those
+declarations, so it cannot drift from the apps.
 
 Keys: channel ingress topics are keyed by ``store_id``, and so is every typed and
 service topic. The store is shopstream's unit of consistency: an order, its stock
@@ -13,11 +17,12 @@ stateful operations fail on the missing key.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from typing import Literal
 
 CleanupPolicy = Literal["delete", "compact"]
-TopicRole = Literal["ingress", "typed", "service", "deadletter", "analytics"]
+TopicRole = Literal["ingress", "typed", "service", "deadletter", "analytics", "meta"]
 
 DAY_MS = 24 * 60 * 60 * 1000
 FOREVER = -1
@@ -30,7 +35,9 @@ class TopicSpec:
     name: str
     role: TopicRole
     description: str
-    partitions: int = 3
+    partitions: int | None = None
+    """``None``: the settings' ``partitions`` (every store-keyed topic must have the same
+    count, so that a store's events meet in one partition of each: co-partitioning)."""
     cleanup_policy: CleanupPolicy = "delete"
     retention_ms: int = 7 * DAY_MS
     retention_bytes: int = FOREVER
@@ -46,19 +53,18 @@ class TopicSpec:
             "retention.bytes": str(self.retention_bytes),
         }
 
+    @property
+    def history(self) -> bool:
+        """Kept forever: a consumer that starts late can rebuild everything from offset 0.
+
+        Records carry event time as their timestamp, so time-based retention would
+        delete backfilled history at once; history topics have none.
+        """
+        return self.retention_ms == FOREVER and self.retention_bytes == FOREVER
+
     def renamed(self, name: str) -> TopicSpec:
-        """The same spec under another name (tests isolate topics this way)."""
-        return TopicSpec(
-            name=name,
-            role=self.role,
-            description=self.description,
-            partitions=self.partitions,
-            cleanup_policy=self.cleanup_policy,
-            retention_ms=self.retention_ms,
-            retention_bytes=self.retention_bytes,
-            event_types=self.event_types,
-            key=self.key,
-        )
+        """The same spec under another name (see :class:`Namespace`)."""
+        return replace(self, name=name)
 
 
 # --- channel ingress (raw bytes, as the channels sent them) ------------------------
@@ -96,7 +102,7 @@ RETURNS = TopicSpec(
 )
 QUESTIONS = TopicSpec(
     "stock-questions", "typed", "Validated StockQuestionAsked events",
-    event_types=("StockQuestionAsked",),
+    retention_ms=FOREVER, event_types=("StockQuestionAsked",),
 )
 RESTOCKS = TopicSpec(
     "restocks", "typed", "Validated Restocked events",
@@ -122,7 +128,7 @@ FINANCE_EVENTS = TopicSpec(
 )
 ANSWERS = TopicSpec(
     "customer.answers", "service", "Answers to stock questions",
-    event_types=("QuestionAnswered",),
+    retention_ms=FOREVER, event_types=("QuestionAnswered",),
 )
 NOTIFICATIONS = TopicSpec(
     "notifications", "service", "Messages sent to customers (push, e-mail, receipt)",
@@ -173,12 +179,21 @@ TICKS = TopicSpec(
     key="partition",
 )
 
+# --- shopstream's own bookkeeping ---------------------------------------------------
+IDENTITY = TopicSpec(
+    "shopstream.identity", "meta",
+    "Facts about this broker's history: the first broker-id record names the broker "
+    "(state stores and read models belong to it), opening-stock records say it was sent",
+    partitions=1, retention_ms=FOREVER, key="kind",
+)
+
 ALL_TOPICS: tuple[TopicSpec, ...] = (
     INGRESS_MOBILE, INGRESS_POS, INGRESS_WEB, INGRESS_WAREHOUSE,
     ORDERS, RETURNS, QUESTIONS, RESTOCKS,
     STOCK_EVENTS, STOCK_LEVELS, FINANCE_EVENTS, ANSWERS, NOTIFICATIONS, ALERTS,
     DEAD_LETTERS,
     SALES_BY_CHANNEL, SALES_BY_STORE, TOP_SKUS, RETURNS_STATS, DEMAND, LATE_EVENTS, TICKS,
+    IDENTITY,
 )  # fmt: skip
 TOPICS_BY_NAME: dict[str, TopicSpec] = {t.name: t for t in ALL_TOPICS}
 
@@ -192,61 +207,34 @@ ROUTES: dict[str, TopicSpec] = {
 
 
 @dataclass(frozen=True, slots=True)
-class ConsumerGroup:
-    """A consumer group: who reads what. One group per service is pub/sub fan-out."""
+class Namespace:
+    """Names of topics, groups and app instances; the empty suffix is the real catalog.
 
-    name: str
-    reads: tuple[str, ...]
-    description: str
-    writes: tuple[str, ...] = field(default=())
+    A suffix gives an isolated copy of the whole topology on one broker (``orders`` ->
+    ``orders-SUFFIX``, groups and app instances likewise): what tests, benchmarks and
+    side-by-side demos run. The one way shopstream renames resources.
+    """
+
+    suffix: str = ""
+
+    def name(self, name: str) -> str:
+        return f"{name}-{self.suffix}" if self.suffix else name
+
+    def topic(self, spec: TopicSpec) -> TopicSpec:
+        return spec.renamed(self.name(spec.name)) if self.suffix else spec
+
+    def topics(self, specs: Iterable[TopicSpec]) -> list[TopicSpec]:
+        """Each spec renamed, once (the embedded broker fails a CreateTopics that names a
+        topic twice)."""
+        return list({s.name: self.topic(s) for s in specs}.values())
+
+    def group(self, group: str) -> str:
+        return self.name(group)
+
+    def app(self, name: str) -> str:
+        """App instance name: state directory and stable ``transactional.id`` derive from it."""
+        return self.name(name)
 
 
-ROUTER_GROUP = ConsumerGroup(
-    "shopstream-router",
-    tuple(t.name for t in INGRESS_BY_CHANNEL.values()),
-    "Validates, de-duplicates and routes channel events",
-    writes=(ORDERS.name, RETURNS.name, QUESTIONS.name, RESTOCKS.name, DEAD_LETTERS.name),
-)
-STOCK_GROUP = ConsumerGroup(
-    "shopstream-stock", (ORDERS.name, RETURNS.name, RESTOCKS.name),
-    "Event-sourced inventory: reserves, rejects, releases, replenishes",
-    writes=(STOCK_EVENTS.name, STOCK_LEVELS.name, ALERTS.name),
-)
-FINANCE_GROUP = ConsumerGroup(
-    # Reservations carry quantities, not prices: the invoice needs the order itself.
-    "shopstream-finance", (ORDERS.name, STOCK_EVENTS.name, RETURNS.name),
-    "Invoices reserved orders, refunds returns of invoiced orders",
-    writes=(FINANCE_EVENTS.name, ALERTS.name),
-)
-CUSTOMER_RELATIONS_GROUP = ConsumerGroup(
-    "shopstream-customer-relations", (STOCK_EVENTS.name, QUESTIONS.name),
-    "Answers stock questions from the stock event log",
-    writes=(ANSWERS.name,),
-)
-NOTIFICATIONS_GROUP = ConsumerGroup(
-    "shopstream-notifications", (FINANCE_EVENTS.name, STOCK_EVENTS.name, ANSWERS.name),
-    "Tells customers by their channel's medium",
-    writes=(NOTIFICATIONS.name,),
-)
-ANALYTICS_GROUP = ConsumerGroup(
-    "shopstream-analytics", (ORDERS.name, RETURNS.name, QUESTIONS.name, STOCK_EVENTS.name),
-    "Windowed sales, returns and demand; alerts on spikes and silence",
-    writes=(
-        SALES_BY_CHANNEL.name, SALES_BY_STORE.name, TOP_SKUS.name, RETURNS_STATS.name,
-        DEMAND.name, LATE_EVENTS.name, TICKS.name, ALERTS.name,
-    ),
-)  # fmt: skip
-SINK_GROUP = ConsumerGroup(
-    "shopstream-duckdb-sink",
-    (ORDERS.name, RETURNS.name, STOCK_EVENTS.name, FINANCE_EVENTS.name, NOTIFICATIONS.name,
-     ALERTS.name, DEAD_LETTERS.name, SALES_BY_CHANNEL.name, SALES_BY_STORE.name,
-     TOP_SKUS.name, RETURNS_STATS.name, DEMAND.name),
-    "Writes read models into DuckDB (CQRS read side; planned, not built yet)",
-)  # fmt: skip
-REPLAY_GROUP_PREFIX = "shopstream-replay-"
-"""Replays from the dashboard use a fresh group ``<prefix><topic>-<timestamp>``."""
-
-ALL_GROUPS: tuple[ConsumerGroup, ...] = (
-    ROUTER_GROUP, STOCK_GROUP, FINANCE_GROUP, CUSTOMER_RELATIONS_GROUP,
-    NOTIFICATIONS_GROUP, ANALYTICS_GROUP, SINK_GROUP,
-)  # fmt: skip
+CATALOG = Namespace()
+"""The real topology: catalog names as they are."""

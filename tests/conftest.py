@@ -19,7 +19,7 @@ import pytest
 from shopstream.admin import create_topics
 from shopstream.brokers import BrokerProcess, make_broker
 from shopstream.settings import Settings, load_settings
-from shopstream.topics import TopicSpec
+from shopstream.topics import Namespace, TopicSpec
 
 ALL_LANES = ("embedded", "kafka")
 
@@ -84,20 +84,23 @@ def settings(broker: BrokerProcess, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def unique() -> Callable[[str], str]:
-    """``unique("orders")`` -> ``"orders-3f9c1a2b"``: names no other test uses."""
-    suffix = uuid.uuid4().hex[:8]
-    return lambda base: f"{base}-{suffix}"
+def namespace() -> Namespace:
+    """A namespace no other test uses: ``namespace.topic(ORDERS).name == "orders-3f9c1a2b"``."""
+    return Namespace(uuid.uuid4().hex[:8])
 
 
 @pytest.fixture
-def isolated_topics(
-    settings: Settings, unique: Callable[[str], str]
-) -> Callable[..., list[TopicSpec]]:
-    """Create catalog topics under unique names on this lane's broker."""
+def unique(namespace: Namespace) -> Callable[[str], str]:
+    """``unique("orders")`` -> ``"orders-3f9c1a2b"``: names no other test uses."""
+    return namespace.name
+
+
+@pytest.fixture
+def isolated_topics(settings: Settings, namespace: Namespace) -> Callable[..., list[TopicSpec]]:
+    """Create catalog topics in this test's namespace on this lane's broker."""
 
     def create(*specs: TopicSpec) -> list[TopicSpec]:
-        renamed = [s.renamed(unique(s.name)) for s in specs]
+        renamed = namespace.topics(specs)
         create_topics(settings, renamed)
         return renamed
 

@@ -10,8 +10,8 @@ Two stages, each a plain engine wired into one Quix Streams app
   into final windows (sales per channel and store, top sellers over 15 minutes
   hopping every minute, returns and return rates, demand) and raises alerts.
 
-:mod:`~pipelines.analytics.ticker` keeps event time moving when inputs go quiet;
-:mod:`~pipelines.analytics.batch` computes the same aggregates with polars from a
-table of input events, independently, as the reference the tests compare with.
+:mod:`~pipelines.analytics.ticker` keeps event time moving when inputs go quiet.
+The tests compare the app with ``tests/support/analytics_oracle.py``, which computes
+the same aggregates with polars from a table of input events, independently.
 See ``docs/analytics.md``.
 """

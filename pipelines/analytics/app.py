@@ -20,7 +20,8 @@ timestamp across the topics of a partition). The rules here do not need it -
 lateness is judged per input topic, ticks handle idle inputs - and it cost this
 app most of its throughput (about 6k instead of 35k events/s on Apache Kafka,
 ``benchmarks/analytics_throughput.py``) and can stall (quix-streams#1116), so the
-app switches it off (:func:`_consume_unaligned`). The rules live in
+app switches it off (:func:`_consume_unaligned`; a test fails if the private flag
+it flips moves). The rules live in
 :mod:`~pipelines.analytics.local` and :mod:`~pipelines.analytics.combine`; their
 state is persisted per checkpoint by :mod:`~pipelines.checkpointed`,
 in the app's exactly-once transaction unless settings choose at-least-once.
@@ -30,13 +31,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass, fields, replace
+from collections.abc import Iterator
+from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING, Any
 
 import orjson
 from quixstreams.context import message_context
-from quixstreams.models.serializers import Serializer
 
 from pipelines.analytics.catalog import (
     CategoryOf,
@@ -48,29 +48,32 @@ from pipelines.analytics.catalog import (
 from pipelines.analytics.combine import GlobalCombiner
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.local import DIGEST_KEY, PartitionAggregator
-from pipelines.analytics.records import INPUT_KINDS, Coordinates, Emit, InputKind, OutputRole
+from pipelines.analytics.records import INPUT_KINDS, Coordinates, InputKind, Output, OutputRole
 from pipelines.analytics.ticker import ClockBoard, Ticker
 from pipelines.checkpointed import CheckpointHook, PartitionEngines
+from pipelines.runtime.outputs import Emit, Outputs, apply_and_produce
+from pipelines.runtime.quix import input_topic, output_topic, quix_app
+from pipelines.runtime.running import BuiltApp, run_app
 from shopstream import topics as catalog
 from shopstream.admin import create_topics
-from shopstream.kafka import fetch_metadata, quix_app
+from shopstream.apps import AppSpec
+from shopstream.kafka import fetch_metadata, record_size_limits
 from shopstream.settings import Settings
-from shopstream.topics import TopicSpec
+from shopstream.topics import CATALOG, Namespace, TopicSpec
 
 if TYPE_CHECKING:
-    from quixstreams import Application
     from quixstreams.dataframe import StreamingDataFrame
-    from quixstreams.models import Topic
 
 log = logging.getLogger("pipelines.analytics")
 
 APP_NAME = "analytics"
+GROUP = "shopstream-analytics"
 STATS_EVERY_S = 30.0
 
 
 @dataclass(frozen=True, slots=True)
 class AnalyticsTopics:
-    """The topics the app reads and writes (the catalog's, or renamed copies in tests)."""
+    """The topics the app reads and writes, by role (see :meth:`of`)."""
 
     orders: TopicSpec = catalog.ORDERS
     returns: TopicSpec = catalog.RETURNS
@@ -84,6 +87,18 @@ class AnalyticsTopics:
     demand: TopicSpec = catalog.DEMAND
     late: TopicSpec = catalog.LATE_EVENTS
     alerts: TopicSpec = catalog.ALERTS
+    dead_letters: TopicSpec = catalog.DEAD_LETTERS
+
+    @classmethod
+    def of(cls, namespace: Namespace, inputs: Namespace | None = None) -> AnalyticsTopics:
+        """The catalog's topics in ``namespace``; the four inputs in ``inputs`` if given
+        (benchmarks read one input several times into fresh outputs)."""
+        base = cls()
+        named = {f.name: namespace.topic(getattr(base, f.name)) for f in fields(cls)}
+        if inputs is not None:
+            for role in ("orders", "returns", "questions", "stock"):
+                named[role] = inputs.topic(getattr(base, role))
+        return cls(**named)
 
     def inputs(self) -> dict[InputKind, TopicSpec]:
         return {
@@ -107,10 +122,6 @@ class AnalyticsTopics:
     def all(self) -> list[TopicSpec]:
         return [getattr(self, f.name) for f in fields(self)]
 
-    def renamed(self, rename: Callable[[TopicSpec], TopicSpec]) -> AnalyticsTopics:
-        """A copy with every topic passed through ``rename`` (tests isolate topics)."""
-        return replace(self, **{f.name: rename(getattr(self, f.name)) for f in fields(self)})
-
 
 def _parse(value: bytes | None) -> Any:
     try:
@@ -129,18 +140,11 @@ def _tick_of(value: Any) -> tuple[int | None, list[InputKind] | None]:
     return value["watermark"], None
 
 
-class EmitSerializer(Serializer):
-    """JSON of an :class:`Emit`'s value: outputs travel as ``Emit`` up to the producer."""
-
-    def __call__(self, value: Emit, ctx: Any) -> bytes:
-        return orjson.dumps(value.value)
-
-
 def _consume_unaligned(sdf: StreamingDataFrame) -> None:
     """Undo the time-aligned consumption ``concat`` switched on (see the module docstring).
 
-    quixstreams 3.28 has no public option for it; the flag is checked here so that a
-    library change makes itself known in the log instead of silently slowing the app.
+    quixstreams has no public option for it; ``tests/unit/test_quix_internals.py``
+    fails if the private flag moves, and here a warning says so at run time.
     """
     registry = getattr(sdf, "_registry", None)
     if registry is not None and isinstance(
@@ -153,22 +157,24 @@ def _consume_unaligned(sdf: StreamingDataFrame) -> None:
 
 def build_app(
     settings: Settings,
+    namespace: Namespace = CATALOG,
     *,
     topics: AnalyticsTopics | None = None,
     config: AnalyticsConfig | None = None,
-    consumer_group: str = catalog.ANALYTICS_GROUP.name,
-    app_name: str = APP_NAME,
+    outputs: Outputs | None = None,
     category_of: CategoryOf | None = None,
     curve: TrafficCurve = flat_curve,
     board: ClockBoard | None = None,
     **quix_options: Any,
-) -> Application:
-    """The analytics ``Application`` over existing topics (see the module docstring).
+) -> BuiltApp:
+    """The analytics app over existing topics (see the module docstring).
 
-    ``board`` receives each partition's clock for a :class:`Ticker`; without one the
-    app still honours ticks that others produce (tests produce their own).
+    ``topics`` default to the catalog's in ``namespace``. ``board`` receives each
+    partition's clock for a :class:`Ticker`; without one the app still honours ticks
+    that others produce (tests produce their own). ``quix_options`` go to
+    :func:`pipelines.runtime.quix.quix_app` (``consumer_group`` replaces the group).
     """
-    topics = topics or AnalyticsTopics()
+    topics = topics or AnalyticsTopics.of(namespace)
     config = config or AnalyticsConfig()
     board = board or ClockBoard()
     metadata = fetch_metadata(settings)
@@ -176,18 +182,24 @@ def build_app(
     if missing:
         raise RuntimeError(f"analytics topics missing on the broker: {missing}")
     sources = len(metadata.topics[topics.orders.name].partitions)
+    outputs = outputs or analytics_outputs(settings, topics, namespace)
 
-    app = quix_app(settings, app_name, consumer_group, **quix_options)
+    group = quix_options.pop("consumer_group", namespace.group(GROUP))
+    app = quix_app(settings, namespace.app(APP_NAME), group, **quix_options)
     kind_of: dict[str, InputKind] = {spec.name: kind for kind, spec in topics.inputs().items()}
     ticks_name = topics.ticks.name
     frames = [
-        app.dataframe(app.topic(spec.name, value_deserializer="bytes", key_deserializer="bytes"))
-        for spec in (*topics.inputs().values(), topics.ticks)
+        app.dataframe(input_topic(app, spec)) for spec in (*topics.inputs().values(), topics.ticks)
     ]
     stage1 = frames[0]
     for frame in frames[1:]:
         stage1 = stage1.concat(frame)
     _consume_unaligned(stage1)
+    for spec in (*topics.outputs().values(), topics.dead_letters):
+        output_topic(app, spec)
+    topic_of = {role: spec.name for role, spec in topics.outputs().items()}
+    outputs.attach(stage1)
+    send, counters = outputs.send, outputs.counters
 
     local = PartitionEngines(
         "analytics-local",
@@ -196,7 +208,8 @@ def build_app(
     )
     next_stats = [time.monotonic() + STATS_EVERY_S]
 
-    def run_stage1(value: bytes | None, key: Any, timestamp: int, headers: Any) -> list[Emit]:
+    def run_stage1(value: bytes | None, key: Any, timestamp: int, headers: Any) -> list[Any]:
+        counters.consumed += 1
         ctx = message_context()
         partition = ctx.partition
         engine = local.engine(partition)
@@ -214,65 +227,95 @@ def build_app(
         if time.monotonic() >= next_stats[0]:
             next_stats[0] = time.monotonic() + STATS_EVERY_S
             log.info("analytics partition %d: %s", partition, dict(engine.stats))
-        return out
+        digests = []
+        for result in out:
+            if result.role == "digest":
+                digests.append(result.value)
+            else:
+                send(_record(result, topic_of), key, value, headers, timestamp)
+        return digests
 
-    by_role = {role: _output_topic(app, spec) for role, spec in topics.outputs().items()}
-    emitted1 = stage1.apply(run_stage1, expand=True, metadata=True)
-    _produce(emitted1.filter(lambda e: e.role == "late"), lambda _e: by_role["late"])
-    digests = emitted1.filter(lambda e: e.role == "digest").apply(lambda e: e.value)
+    digests = stage1.apply(run_stage1, expand=True, metadata=True)
     stage2 = digests.group_by(lambda _: DIGEST_KEY, name="analytics-digests")
-
     combined = PartitionEngines(
         "analytics-combiner",
         stage2,
         lambda _p, chunks: GlobalCombiner.restore(config, sources, chunks, category_of, curve),
     )
 
-    def run_stage2(value: dict[str, Any], key: Any, timestamp: int, headers: Any) -> list[Emit]:
-        return combined.engine(message_context().partition).on_digest(value)
+    def run_stage2(value: dict[str, Any], key: Any, timestamp: int, headers: Any) -> Iterator[Emit]:
+        for result in combined.engine(message_context().partition).on_digest(value):
+            yield _record(result, topic_of)
 
-    emitted2 = stage2.apply(run_stage2, expand=True, metadata=True)
-    # One producing step for every stage-2 output (branching would copy each record).
-    _produce(emitted2, lambda e: by_role[e.role])
-
+    apply_and_produce(stage2, run_stage2, outputs, stateful=False, count_input=False)
     CheckpointHook(local, combined).attach(stage1)
-    return app
+    return BuiltApp(app, outputs.counters)
 
 
-def _output_topic(app: Application, spec: TopicSpec) -> Topic:
-    return app.topic(spec.name, key_serializer="str", value_serializer=EmitSerializer())
-
-
-def _produce(emitted: StreamingDataFrame, topic_of: Callable[[Emit], Topic]) -> None:
-    """Produce each :class:`Emit` to its topic, keyed, stamped with its event time."""
-    emitted = emitted.set_timestamp(lambda e, _key, _ts, _headers: e.timestamp_ms)
-    emitted.to_topic(lambda e, _key, _ts, _headers: topic_of(e), key=lambda e: e.key)
-
-
-def run(settings: Settings) -> None:
-    """``shopstream run analytics``: create topics, start the ticker, run until stopped."""
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
-    topics = AnalyticsTopics()
-    config = AnalyticsConfig()
-    create_topics(settings, topics.all())
-    board = ClockBoard()
-    app = build_app(
-        settings,
-        topics=topics,
-        config=config,
-        category_of=load_category_of(),
-        curve=load_traffic_curve(),
-        board=board,
+def _record(result: Output, topic_of: dict[OutputRole, str]) -> Emit:
+    """An engine result as a record of its role's topic, stamped with its event time."""
+    return Emit(
+        topic_of[result.role],
+        result.key.encode(),
+        orjson.dumps(result.value),
+        [],
+        result.timestamp_ms,
     )
+
+
+def analytics_outputs(settings: Settings, topics: AnalyticsTopics, namespace: Namespace) -> Outputs:
+    names = [spec.name for spec in (*topics.outputs().values(), topics.dead_letters)]
+    return Outputs(
+        namespace.app(APP_NAME), topics.dead_letters.name, record_size_limits(settings, names)
+    )
+
+
+def run(settings: Settings, namespace: Namespace = CATALOG) -> None:
+    """``shopstream run analytics``: create topics, start the ticker, run until stopped."""
+    topics = AnalyticsTopics.of(namespace)
+    config = AnalyticsConfig()
+    create_topics(settings, namespace.topics(topics.all()))
+    board = ClockBoard()
+    outputs = analytics_outputs(settings, topics, namespace)
+    category_of, curve = load_category_of(), load_traffic_curve()
     partitions = len(fetch_metadata(settings).topics[topics.ticks.name].partitions)
     ticker = Ticker(settings, topics.ticks.name, partitions, INPUT_KINDS, board, config)
     ticker.start()
-    log.info(
-        "analytics: running (group %s, %d tick partitions)",
-        catalog.ANALYTICS_GROUP.name,
-        partitions,
-    )
     try:
-        app.run()
+        run_app(
+            settings,
+            namespace.app(APP_NAME),
+            lambda: build_app(
+                settings,
+                namespace,
+                topics=topics,
+                config=config,
+                outputs=outputs,
+                category_of=category_of,
+                curve=curve,
+                board=board,
+            ),
+            outputs,
+            describe=f"running (group {namespace.group(GROUP)}, {partitions} tick partitions)",
+        )
     finally:
         ticker.stop()
+
+
+_CATALOG_TOPICS = AnalyticsTopics()
+
+APP = AppSpec(
+    name=APP_NAME,
+    kind="processor",
+    description="Windowed sales, returns and demand; alerts on spikes and silence",
+    run=run,
+    group=GROUP,
+    reads=tuple(s.name for s in (*_CATALOG_TOPICS.inputs().values(), _CATALOG_TOPICS.ticks)),
+    writes=tuple(
+        s.name
+        for s in (
+            *_CATALOG_TOPICS.outputs().values(), _CATALOG_TOPICS.ticks, _CATALOG_TOPICS.dead_letters
+        )
+    ),
+    order=20,
+)

@@ -39,7 +39,7 @@ from pipelines.analytics.alerts import alert_event
 from pipelines.analytics.catalog import CategoryOf, TrafficCurve, category_lookup, flat_curve
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.local import _KNOWN, FAMILIES, NEG_INF, Family
-from pipelines.analytics.records import Emit, euros
+from pipelines.analytics.records import Output, euros
 from pipelines.checkpointed import ChunkChanges
 
 Rows = Mapping[str, list[int]]
@@ -133,7 +133,7 @@ class GlobalCombiner:
 
     # --- input ----------------------------------------------------------------------
 
-    def on_digest(self, digest: Mapping[str, Any]) -> list[Emit]:
+    def on_digest(self, digest: Mapping[str, Any]) -> list[Output]:
         """Merge one digest; emit every window and alert that became final."""
         family: Family = digest["family"]
         source = int(digest["source"])
@@ -168,8 +168,8 @@ class GlobalCombiner:
 
     # --- emission -------------------------------------------------------------------
 
-    def _emit(self) -> list[Emit]:
-        out: list[Emit] = []
+    def _emit(self) -> list[Output]:
+        out: list[Output] = []
         sales = self.final_through("sales")
         returns = self.final_through("returns")
         demand = self.final_through("demand")
@@ -193,8 +193,8 @@ class GlobalCombiner:
         later = [s for f in families for s in self._panes[f] if s >= at]
         return min(min(later, default=through), through)
 
-    def _emit_sales(self, through: int) -> list[Emit]:
-        out: list[Emit] = []
+    def _emit_sales(self, through: int) -> list[Output]:
+        out: list[Output] = []
         pane_ms, top_ms = self.config.pane_ms, self.config.top_window_ms
         panes = self._panes["sales"]
         m = self._start("sales", ("sales",), through)
@@ -216,7 +216,7 @@ class GlobalCombiner:
             self._pointer["sales"] = m
         return out
 
-    def _sales_rows(self, start: int, end: int, pane: Mapping[str, Any]) -> list[Emit]:
+    def _sales_rows(self, start: int, end: int, pane: Mapping[str, Any]) -> list[Output]:
         out = []
         for role, field, section in (
             ("sales_by_channel", "channel", "c"),
@@ -232,15 +232,15 @@ class GlobalCombiner:
                     "revenue": euros(cents),
                     "avg_basket": cents / orders / 100,
                 }
-                out.append(Emit(role, key, record, end))  # type: ignore[arg-type]
+                out.append(Output(role, key, record, end))  # type: ignore[arg-type]
         return out
 
-    def _top_rows(self, start: int, end: int) -> list[Emit]:
+    def _top_rows(self, start: int, end: int) -> list[Output]:
         ranked = sorted(self._top.sums.items(), key=lambda kv: (-kv[1][0], -kv[1][1], kv[0]))
         if self.config.top_n is not None:
             ranked = ranked[: self.config.top_n]
         return [
-            Emit(
+            Output(
                 "top_skus",
                 sku,
                 {
@@ -259,9 +259,9 @@ class GlobalCombiner:
 
     # --- silence --------------------------------------------------------------------
 
-    def _silence_step(self, m: int, end: int, pane: Mapping[str, Any] | None) -> list[Emit]:
+    def _silence_step(self, m: int, end: int, pane: Mapping[str, Any] | None) -> list[Output]:
         cfg = self.config
-        out: list[Emit] = []
+        out: list[Output] = []
         for channel, row in (pane or {}).get("c", {}).items():
             if row[0] > 0:
                 self._silence[channel] = {
@@ -286,7 +286,7 @@ class GlobalCombiner:
                 self._stats["alerts"] += 1
                 minutes = silent // 60_000
                 out.append(
-                    Emit(
+                    Output(
                         "alert",
                         "all",
                         alert_event(
@@ -347,8 +347,8 @@ class GlobalCombiner:
                 _add_rows(rows, {sku: [units, 0], "#" + category_of(sku): [units, 0]})
         return rows
 
-    def _emit_returns(self, through: int) -> list[Emit]:
-        out: list[Emit] = []
+    def _emit_returns(self, through: int) -> list[Output]:
+        out: list[Output] = []
         cfg = self.config
         pane_ms = cfg.pane_ms
         both = ("sales", "returns")
@@ -370,7 +370,7 @@ class GlobalCombiner:
             self._pointer["returns"] = m
         return out
 
-    def _returns_rows(self, start: int, end: int, pane: Mapping[str, Any]) -> list[Emit]:
+    def _returns_rows(self, start: int, end: int, pane: Mapping[str, Any]) -> list[Output]:
         by_category: dict[str, list[int]] = {}
         skus = sorted(pane.get("k", {}).items())
         for sku, row in skus:
@@ -395,12 +395,12 @@ class GlobalCombiner:
                     "trailing_sold_units": sold,
                     "return_rate": returned / sold if sold else None,
                 }
-                out.append(Emit("returns", key, record, end))
+                out.append(Output("returns", key, record, end))
         return out
 
-    def _spike_step(self, end: int) -> list[Emit]:
+    def _spike_step(self, end: int) -> list[Output]:
         cfg = self.config
-        out: list[Emit] = []
+        out: list[Output] = []
         categories = {k[1:] for k in self._trail.sums if k.startswith("#")} | self._spiking
         for category in sorted(categories):
             returned, sold = self._trail.sums.get("#" + category, (0, 0))
@@ -416,7 +416,7 @@ class GlobalCombiner:
                 self._spiking.add(category)
                 self._stats["alerts"] += 1
                 out.append(
-                    Emit(
+                    Output(
                         "alert",
                         "all",
                         alert_event(
@@ -442,8 +442,8 @@ class GlobalCombiner:
 
     # --- demand ---------------------------------------------------------------------
 
-    def _emit_demand(self, through: int) -> list[Emit]:
-        out: list[Emit] = []
+    def _emit_demand(self, through: int) -> list[Output]:
+        out: list[Output] = []
         cfg = self.config
         pane_ms = cfg.pane_ms
         panes = self._panes["demand"]
@@ -467,9 +467,9 @@ class GlobalCombiner:
             self._pointer["demand"] = m
         return out
 
-    def _demand_rows(self, start: int, end: int, pane: Mapping[str, Any]) -> list[Emit]:
+    def _demand_rows(self, start: int, end: int, pane: Mapping[str, Any]) -> list[Output]:
         return [
-            Emit(
+            Output(
                 "demand",
                 sku,
                 {
@@ -485,9 +485,9 @@ class GlobalCombiner:
             for sku, (questions, oos) in sorted(pane.get("k", {}).items())
         ]
 
-    def _oos_alerts(self, end: int, pane: Mapping[str, Any]) -> list[Emit]:
+    def _oos_alerts(self, end: int, pane: Mapping[str, Any]) -> list[Output]:
         cfg = self.config
-        out: list[Emit] = []
+        out: list[Output] = []
         for store_sku in sorted(pane.get("o", {})):
             count = self._oos.sums.get(store_sku, (0,))[0]
             if count < cfg.oos_threshold or store_sku in self._oos_alerted:
@@ -496,7 +496,7 @@ class GlobalCombiner:
             self._stats["alerts"] += 1
             store, sku = store_sku.split("|", 1)
             out.append(
-                Emit(
+                Output(
                     "alert",
                     store,
                     alert_event(

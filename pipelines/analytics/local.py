@@ -39,8 +39,8 @@ from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.records import (
     INPUT_KINDS,
     Coordinates,
-    Emit,
     InputKind,
+    Output,
     UnreadableEvent,
     parse_time_ms,
     to_cents,
@@ -170,7 +170,7 @@ class PartitionAggregator:
 
     # --- inputs ---------------------------------------------------------------------
 
-    def on_event(self, kind: InputKind, value: Any, where: Coordinates) -> list[Emit]:
+    def on_event(self, kind: InputKind, value: Any, where: Coordinates) -> list[Output]:
         """Count one input event (or keep it as late/unreadable); return what to emit."""
         try:
             time_ms = parse_time_ms(value["occurred_at"])
@@ -181,7 +181,7 @@ class PartitionAggregator:
         pane_ms = self.config.pane_ms
         pane = time_ms - time_ms % pane_ms
         watermark = self.watermark(kind)
-        out: list[Emit] = []
+        out: list[Output] = []
         if pane + pane_ms + self.config.grace_ms <= watermark:
             out.append(self._late(kind, value, where, time_ms, pane, watermark))
         else:
@@ -200,7 +200,7 @@ class PartitionAggregator:
 
     def on_tick(
         self, watermark_ms: int | None, inputs: Iterable[InputKind] | None = None
-    ) -> list[Emit]:
+    ) -> list[Output]:
         """Raise the watermark of ``inputs`` (default: all) to ``watermark_ms``.
 
         ``None`` is a probe: nothing changes (the caller reports the clock).
@@ -290,8 +290,8 @@ class PartitionAggregator:
 
     # --- closing --------------------------------------------------------------------
 
-    def _advance(self) -> list[Emit]:
-        out: list[Emit] = []
+    def _advance(self) -> list[Output]:
+        out: list[Output] = []
         pane_ms, grace = self.config.pane_ms, self.config.grace_ms
         for family in FAMILIES:
             mark = min(self.watermark(kind) for kind in FAMILY_INPUTS[family])
@@ -312,7 +312,7 @@ class PartitionAggregator:
             (closed + step if closed > _KNOWN else NEG_INF) for closed in self._closed.values()
         )
 
-    def _close(self, family: Family, through: int) -> Emit:
+    def _close(self, family: Family, through: int) -> Output:
         pane_ms = self.config.pane_ms
         panes = self._panes[family]
         closing = sorted(start for start in panes if start + pane_ms <= through)
@@ -334,7 +334,7 @@ class PartitionAggregator:
             "through": through,
             "panes": digest_panes,
         }
-        return Emit("digest", DIGEST_KEY, digest, through)
+        return Output("digest", DIGEST_KEY, digest, through)
 
     def _resolve_questions(self, partial: dict[str, Any]) -> dict[str, Any]:
         per_sku: dict[str, list[int]] = {}
@@ -358,7 +358,7 @@ class PartitionAggregator:
         time_ms: int,
         pane: int,
         watermark: int,
-    ) -> Emit:
+    ) -> Output:
         self._stats["late"] += 1
         pane_end = pane + self.config.pane_ms
         deadline = pane_end + self.config.grace_ms
@@ -384,9 +384,11 @@ class PartitionAggregator:
             "late_by_ms": watermark - deadline,
             "event": value,
         }
-        return Emit("late", str(value.get("store_id") or ""), record, time_ms)
+        return Output("late", str(value.get("store_id") or ""), record, time_ms)
 
-    def _unreadable(self, kind: InputKind, value: Any, where: Coordinates, exc: Exception) -> Emit:
+    def _unreadable(
+        self, kind: InputKind, value: Any, where: Coordinates, exc: Exception
+    ) -> Output:
         self._stats["unreadable"] += 1
         store = value.get("store_id") if isinstance(value, dict) else None
         record = {
@@ -401,7 +403,7 @@ class PartitionAggregator:
             "store_id": store,
             "event": value,
         }
-        return Emit("late", str(store or ""), record, max(self._clock, 0))
+        return Output("late", str(store or ""), record, max(self._clock, 0))
 
     # --- persistence as named chunks --------------------------------------------------
 

@@ -36,8 +36,12 @@ INPUT_KINDS: tuple[InputKind, ...] = ("orders", "returns", "questions", "stock")
 
 
 @dataclass(frozen=True, slots=True)
-class Emit:
-    """One output record: its role (destination), message key, value and event time."""
+class Output:
+    """One result of an engine: its role (which output), message key, value and event time.
+
+    The app turns it into a record of the role's topic
+    (:class:`pipelines.runtime.outputs.Emit`).
+    """
 
     role: OutputRole
     key: str

@@ -8,8 +8,8 @@ No orchestrator: each service is its own consumer group reacting to the events i
     stock.events, stock-questions --customer-relations--> customer.answers
     finance.events, stock.events, customer.answers --notifications--> notifications
 
-``run_<service>(settings)`` is what ``shopstream run <service>`` calls (see
-:mod:`pipelines.registry`).
+Each service is one entry of the app registry (:data:`STOCK_APP`, ...; see
+:mod:`shopstream.apps`): ``shopstream run stock`` runs it, ``shopstream up`` starts it.
 """
 
 from __future__ import annotations
@@ -19,23 +19,18 @@ from collections.abc import Iterator
 import orjson
 
 from pipelines.services import customer_relations, finance, notifications, stock
-from pipelines.services.runtime import CATALOG, Namespace, ServiceDefinition, run_service
+from pipelines.services.service import ServiceDefinition, service_app
 from shopstream.events import Envelope, format_timestamp
-from shopstream.settings import Settings
 from shopstream.topics import (
     ALERTS,
     ANSWERS,
-    CUSTOMER_RELATIONS_GROUP,
     FINANCE_EVENTS,
-    FINANCE_GROUP,
     NOTIFICATIONS,
-    NOTIFICATIONS_GROUP,
     ORDERS,
     QUESTIONS,
     RESTOCKS,
     RETURNS,
     STOCK_EVENTS,
-    STOCK_GROUP,
     STOCK_LEVELS,
     TopicSpec,
 )
@@ -59,7 +54,8 @@ def level_records(event: Envelope) -> Iterator[tuple[TopicSpec, bytes, bytes]]:
 
 STOCK = ServiceDefinition(
     name="stock",
-    group=STOCK_GROUP,
+    group="shopstream-stock",
+    description="Event-sourced inventory: reserves, rejects, releases, replenishes",
     inputs=(ORDERS, RETURNS, RESTOCKS),
     accepts=stock.INPUT_TYPES,
     outputs={**dict.fromkeys(stock.STOCK_EVENT_TYPES, STOCK_EVENTS), "Alert": ALERTS},
@@ -70,9 +66,9 @@ STOCK = ServiceDefinition(
 
 FINANCE = ServiceDefinition(
     name="finance",
-    group=FINANCE_GROUP,
-    # Orders too (the catalog's FINANCE_GROUP.reads lists stock.events and returns only):
-    # a reservation carries quantities, the order carries the prices an invoice needs.
+    group="shopstream-finance",
+    description="Invoices reserved orders, refunds returns of invoiced orders",
+    # Orders too: a reservation carries quantities, the order the prices an invoice needs.
     inputs=(ORDERS, STOCK_EVENTS, RETURNS),
     accepts=finance.INPUT_TYPES,
     outputs={"InvoiceIssued": FINANCE_EVENTS, "RefundIssued": FINANCE_EVENTS, "Alert": ALERTS},
@@ -81,7 +77,8 @@ FINANCE = ServiceDefinition(
 
 CUSTOMER_RELATIONS = ServiceDefinition(
     name="customer-relations",
-    group=CUSTOMER_RELATIONS_GROUP,
+    group="shopstream-customer-relations",
+    description="Answers stock questions from the stock event log",
     inputs=(STOCK_EVENTS, QUESTIONS),
     accepts=customer_relations.INPUT_TYPES,
     outputs={"QuestionAnswered": ANSWERS},
@@ -90,7 +87,8 @@ CUSTOMER_RELATIONS = ServiceDefinition(
 
 NOTIFICATIONS_SERVICE = ServiceDefinition(
     name="notifications",
-    group=NOTIFICATIONS_GROUP,
+    group="shopstream-notifications",
+    description="Tells customers by their channel's medium",
     inputs=(FINANCE_EVENTS, STOCK_EVENTS, ANSWERS),
     accepts=notifications.INPUT_TYPES,
     outputs={"NotificationSent": NOTIFICATIONS},
@@ -102,21 +100,9 @@ SERVICES: dict[str, ServiceDefinition] = {
 }
 
 
-def run_stock(settings: Settings, namespace: Namespace = CATALOG) -> None:
-    """``shopstream run stock``: reserve, reject, release, replenish; runs until SIGTERM."""
-    run_service(settings, STOCK, namespace)
-
-
-def run_finance(settings: Settings, namespace: Namespace = CATALOG) -> None:
-    """``shopstream run finance``: invoice reserved orders, refund returns."""
-    run_service(settings, FINANCE, namespace)
-
-
-def run_customer_relations(settings: Settings, namespace: Namespace = CATALOG) -> None:
-    """``shopstream run customer-relations``: answer stock questions."""
-    run_service(settings, CUSTOMER_RELATIONS, namespace)
-
-
-def run_notifications(settings: Settings, namespace: Namespace = CATALOG) -> None:
-    """``shopstream run notifications``: tell customers by their channel's medium."""
-    run_service(settings, NOTIFICATIONS_SERVICE, namespace)
+# Registry entries (pyproject.toml, "shopstream.apps"). Services start before the router,
+# downstream ones last, so that the first events find their readers already joined.
+STOCK_APP = service_app(STOCK, order=10)
+FINANCE_APP = service_app(FINANCE, order=11)
+CUSTOMER_RELATIONS_APP = service_app(CUSTOMER_RELATIONS, order=11)
+NOTIFICATIONS_APP = service_app(NOTIFICATIONS_SERVICE, order=12)

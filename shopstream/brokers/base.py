@@ -16,7 +16,6 @@ from confluent_kafka.admin import AdminClient
 from shopstream.errors import UserError
 
 BrokerKind = Literal["embedded", "kafka"]
-BROKER_KINDS: tuple[BrokerKind, ...] = ("embedded", "kafka")
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -60,6 +59,11 @@ class BrokerProcess(ABC):
     @property
     def pid(self) -> int | None:
         return self._proc.pid if self._proc else None
+
+    @property
+    def alive(self) -> bool:
+        """True while the started process runs (False before start and after it died)."""
+        return self._proc is not None and self._proc.poll() is None
 
     @property
     @abstractmethod
@@ -152,15 +156,3 @@ def _tail(log_path: Path | None, lines: int = 3) -> str:
     text = log_path.read_text(errors="replace").strip().splitlines()[-lines:]
     return (" - log: " + " | ".join(text)) if text else ""
 
-
-def make_broker(kind: BrokerKind, port: int | None = None, **kwargs: object) -> BrokerProcess:
-    """A not-yet-started broker of ``kind`` (``embedded`` or ``kafka``)."""
-    if kind == "embedded":
-        from shopstream.brokers.embedded import EmbeddedBroker
-
-        return EmbeddedBroker(port=port, **kwargs)  # type: ignore[arg-type]
-    if kind == "kafka":
-        from shopstream.brokers.kafka_reference import KafkaReferenceBroker
-
-        return KafkaReferenceBroker(port=port, **kwargs)  # type: ignore[arg-type]
-    raise UserError(f"unknown broker kind {kind!r} - use one of {', '.join(BROKER_KINDS)}")

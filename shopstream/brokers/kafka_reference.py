@@ -17,7 +17,10 @@ How it runs:
 * Each start formats fresh storage in a temp dir (``kafka.tools.StorageTool
   format``), runs ``java -cp 'libs/*' kafka.Kafka server.properties`` on free
   loopback ports (client and controller), and deletes the temp dir on stop.
-  Data therefore lives exactly as long as the broker process.
+  Data therefore lives exactly as long as the broker process - unless a
+  ``data_dir`` is given: then the log directory is formatted once and kept, and
+  ``stop()`` followed by ``start()`` is a broker restart on the same log directory
+  (durable, like Redpanda on its volume).
 
 No Kafka code or jar is part of this repository.
 """
@@ -263,7 +266,9 @@ class KafkaReferenceBroker(BrokerProcess):
     else to ``broker.log`` in the temp dir.
 
     ``config`` adds or overrides ``server.properties`` keys, e.g.
-    ``{"auto.create.topics.enable": "true"}``.
+    ``{"auto.create.topics.enable": "true"}``. ``data_dir`` makes it durable: storage
+    is formatted there on first start only and survives ``stop()``; later starts (of
+    this object, same ports, or of a new one on the same folder and ports) resume it.
     """
 
     kind: BrokerKind = "kafka"
@@ -277,8 +282,10 @@ class KafkaReferenceBroker(BrokerProcess):
         cache_dir: Path | None = None,
         heap: str = "512m",
         config: Mapping[str, str] | None = None,
+        data_dir: Path | None = None,
     ) -> None:
         super().__init__(port=port, log_path=log_path)
+        self.data_dir = data_dir
         self.controller_port = controller_port or free_port(self.host)
         while self.controller_port == self.port:
             self.controller_port = free_port(self.host)
@@ -296,9 +303,14 @@ class KafkaReferenceBroker(BrokerProcess):
 
     @property
     def description(self) -> str:
+        where = (
+            f"data in {self.data_dir}, kept when the broker stops"
+            if self.data_dir
+            else "data in a temp dir, deleted when the broker stops"
+        )
         return (
             f"Apache Kafka {self.version} (KRaft, single node) listening on {self.address} "
-            f"(data in a temp dir, deleted when the broker stops)"
+            f"({where})"
         )
 
     @property
@@ -333,7 +345,7 @@ class KafkaReferenceBroker(BrokerProcess):
     def stop(self, grace: float = 10.0) -> None:
         super().stop(grace)
         workdir, self.workdir = self.workdir, None
-        if workdir is not None:
+        if workdir is not None and self.data_dir is None:
             shutil.rmtree(workdir, ignore_errors=True)
 
     def server_properties(self, data_dir: Path) -> str:
@@ -363,7 +375,11 @@ class KafkaReferenceBroker(BrokerProcess):
         assert self._libs is not None, "start() assembles the classpath first"
         java = self._java()
         classpath = str(self._libs / "*")
-        self.workdir = Path(tempfile.mkdtemp(prefix="shopstream-kafka-"))
+        if self.data_dir is None:
+            self.workdir = Path(tempfile.mkdtemp(prefix="shopstream-kafka-"))
+        else:
+            self.workdir = self.data_dir
+            self.workdir.mkdir(parents=True, exist_ok=True)
         data = self.workdir / "data"
         props = self.workdir / "server.properties"
         props.write_text(self.server_properties(data))
@@ -374,7 +390,8 @@ class KafkaReferenceBroker(BrokerProcess):
         self._log_file = self.log_path
         logging_opt = f"-Dlog4j2.configurationFile={log4j}"
 
-        self._format_storage(java, classpath, props, logging_opt)
+        if not (data / "meta.properties").exists():  # a durable log dir is formatted once
+            self._format_storage(java, classpath, props, logging_opt)
         with open(self.log_path, "ab") as log:
             # The child keeps its own descriptor; ours can close right away.
             return subprocess.Popen(

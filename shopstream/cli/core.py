@@ -1,4 +1,4 @@
-"""Core commands: ``broker``, ``topics``, ``schemas``, ``up``."""
+"""Core commands: ``broker``, ``topics``, ``schemas``, ``run``, ``up``."""
 
 from __future__ import annotations
 
@@ -6,33 +6,30 @@ import json
 import logging
 import signal
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from types import FrameType
 
 import click
 
 from shopstream.admin import create_topics, topic_status
-from shopstream.brokers.base import BROKER_KINDS, BrokerKind, BrokerProcess, make_broker
+from shopstream.apps import app_names, get_app
+from shopstream.brokers import BROKER_KINDS, BrokerKind, BrokerProcess, make_broker
 from shopstream.errors import UserError
 from shopstream.events import json_schemas
-from shopstream.settings import DEFAULT_BROKER_ADDRESS, get_settings, load_settings
-from shopstream.supervisor import Supervisor
-from shopstream.topics import ALL_TOPICS
+from shopstream.identity import LocalState, broker_identity
+from shopstream.logs import configure_logging
+from shopstream.settings import DEFAULT_BROKER_ADDRESS, Settings, get_settings
+from shopstream.topics import ALL_TOPICS, Namespace
 
 log = logging.getLogger("shopstream")
 DEFAULT_PORT = int(DEFAULT_BROKER_ADDRESS.rsplit(":", 1)[1])
 
 
-def configure_logging() -> None:
-    logging.basicConfig(
-        level=logging.INFO,
-        format="%(asctime)s %(levelname)-5s %(name)s: %(message)s",
-        datefmt="%H:%M:%S",
-    )
-
-
-def wait_for_stop_signal(timeout: float | None = None) -> None:
-    """Block until SIGINT or SIGTERM (or ``timeout`` seconds)."""
+@contextmanager
+def stop_signals() -> Iterator[threading.Event]:
+    """An event set by SIGINT or SIGTERM while the block runs."""
     stop = threading.Event()
 
     def handler(signum: int, frame: FrameType | None) -> None:
@@ -40,20 +37,26 @@ def wait_for_stop_signal(timeout: float | None = None) -> None:
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        stop.wait(timeout)
+        yield stop
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)
 
 
-def start_broker(kind: BrokerKind, port: int, log_dir: Path) -> BrokerProcess:
+def start_broker(
+    kind: BrokerKind, port: int, log_dir: Path, data_dir: Path | None = None
+) -> BrokerProcess:
     """Start a broker of ``kind`` on loopback ``port`` and log where it listens.
 
     The broker's own log goes to ``<log_dir>/broker-<kind>.log`` and outlives it.
+    ``data_dir`` keeps a ``kafka`` broker's log directory there (durable).
     """
     log_dir.mkdir(parents=True, exist_ok=True)
     log_path = log_dir / f"broker-{kind}.log"
-    process = make_broker(kind, port=port, log_path=log_path)
+    extra: dict[str, object] = {"data_dir": data_dir} if data_dir else {}
+    if data_dir and kind == "embedded":
+        raise UserError("the embedded broker keeps data in memory only - drop --data-dir")
+    process = make_broker(kind, port=port, log_path=log_path, **extra)
     log.info("starting %s broker on 127.0.0.1:%d (log %s) ...", kind, port, log_path)
     process.start()
     log.info("%s", process.description)
@@ -72,12 +75,19 @@ kind_option = click.option(
 @click.command()
 @click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
 @kind_option
-def broker(port: int, kind: BrokerKind) -> None:
+@click.option(
+    "--data-dir", type=click.Path(file_okay=False, path_type=Path),
+    help="kafka only: keep the broker's log directory here (durable across restarts).",
+)  # fmt: skip
+def broker(port: int, kind: BrokerKind, data_dir: Path | None) -> None:
     """Run a local Kafka-API broker in the foreground until Ctrl-C."""
     configure_logging()
-    process = start_broker(kind, port, Path(get_settings().data_dir) / "logs")
+    process = start_broker(kind, port, Path(get_settings().data_dir) / "logs", data_dir)
     try:
-        wait_for_stop_signal()
+        with stop_signals() as stop:
+            while not stop.wait(0.5):
+                if not process.alive:
+                    raise UserError(f"the broker exited - see {process.log_path}")
     finally:
         log.info("stopping broker on %s", process.address)
         process.stop()
@@ -112,10 +122,11 @@ def topics_list() -> None:
     for status in topic_status(settings):
         spec = status.spec
         exists = "yes" if status.exists else "no"
-        if status.exists and status.broker_partitions != spec.partitions:
+        expected = status.partitions
+        if status.exists and not status.as_declared:
             exists = f"yes ({status.broker_partitions} partitions)"
         table.add_row(
-            spec.name, spec.role, str(spec.partitions), spec.cleanup_policy,
+            spec.name, spec.role, str(expected), spec.cleanup_policy,
             "forever" if spec.retention_ms < 0 else str(spec.retention_ms), spec.key, exists,
         )  # fmt: skip
     Console(width=140).print(table)
@@ -152,35 +163,44 @@ def schemas_export(out: Path, check: bool) -> None:
     click.echo(f"{len(rendered)} schemas written to {out}")
 
 
-@click.command()
+def ensure_state_is_this_brokers(settings: Settings, *, move_stale: bool) -> None:
+    """Check that ``<data_dir>/state`` belongs to the broker in ``settings``.
+
+    State from another broker (a restarted embedded broker forgot every topic, the
+    changelogs the stores were built from included) cannot be resumed: with
+    ``move_stale`` it is moved aside with one log line, otherwise it is a
+    :class:`UserError` that says how to fix it.
+    """
+    identity = broker_identity(settings)
+    state = LocalState.of(settings)
+    owner = state.owner()
+    if state.belongs_to(identity):
+        if owner is not None:
+            log.info("state in %s belongs to this broker (%s): resuming it", state.root, identity)
+        return
+    if not move_stale:
+        raise state.stale_error(identity, settings.broker_address)
+    moved = state.move_aside()
+    state.claim(identity)
+    log.info(
+        "state stores in %s belonged to broker %s, not to this one (%s): moved to %s",
+        state.root, owner, identity.broker_id, moved,
+    )  # fmt: skip
+
+
+@click.command("run")
+@click.argument("name", type=click.Choice(app_names()))
 @click.option(
-    "--broker", "broker_address", metavar="HOST:PORT",
-    help="Use this running broker (e.g. Redpanda) instead of starting the embedded one.",
+    "--namespace", default="", metavar="SUFFIX",
+    help="Suffix every topic, group and app instance name (an isolated copy of the topology).",
 )  # fmt: skip
-@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True,
-              help="Port of the embedded broker.")  # fmt: skip
-@click.option("--without", multiple=True, metavar="NAME", help="Do not start this process.")
-@click.option("--duration", type=click.FloatRange(min=0), help="Stop after this many seconds.")
-def up(
-    broker_address: str | None, port: int, without: tuple[str, ...], duration: float | None
-) -> None:
-    """Start everything: broker (unless --broker), topics, then every role's processes."""
+def run(name: str, namespace: str) -> None:
+    """Run the stream-processing app NAME until Ctrl-C or SIGTERM."""
+    spec = get_app(name)
+    if spec.run is None:
+        raise UserError(f"{name} does not run this way - start it with "
+                        f"`shopstream {' '.join(spec.command)}`")  # fmt: skip
     configure_logging()
     settings = get_settings()
-    process: BrokerProcess | None = None
-    if broker_address:
-        settings = load_settings(base=settings, broker_address=broker_address)
-    else:
-        process = start_broker("embedded", port, Path(settings.data_dir) / "logs")
-        settings = load_settings(base=settings, broker_address=process.address)
-    try:
-        created = create_topics(settings)
-        already = len(ALL_TOPICS) - len(created)
-        log.info("topics: %d created, %d already there", len(created), already)
-        with Supervisor(settings, skip=set(without)) as supervisor:
-            supervisor.start_all()
-            wait_for_stop_signal(duration)
-    finally:
-        if process is not None:
-            log.info("stopping the embedded broker (its data is gone with it)")
-            process.stop()
+    ensure_state_is_this_brokers(settings, move_stale=False)
+    spec.run(settings, Namespace(namespace))

@@ -1,7 +1,7 @@
 """The ``shopstream`` command line: the one composition root.
 
-Core commands live here (``broker``, ``topics``, ``schemas``, ``up``); role
-commands (``produce``, ``run``, ``dashboard``, ...) arrive through the
+Core commands live here (``broker``, ``topics``, ``schemas``, ``run``, ``up``); role
+commands (``produce``, ``dashboard``, ``replay``, ...) arrive through the
 ``shopstream.commands`` entry points, so the core never imports a role.
 
 Errors a user can fix print one line and exit with code 2; see :func:`main`.
@@ -10,14 +10,14 @@ Errors a user can fix print one line and exit with code 2; see :func:`main`.
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Sequence
 
 import click
 
-from shopstream.cli.core import broker, schemas, topics, up
+from shopstream.apps import load_commands
+from shopstream.cli.core import broker, run, schemas, topics
+from shopstream.cli.up import up
 from shopstream.errors import UserError
-from shopstream.plugins import load_commands
 
 EXIT_USER_ERROR = 2
 
@@ -28,21 +28,19 @@ def cli() -> None:
     """shopstream: streaming analytics for a shop's retail events over the Kafka API."""
 
 
-for command in (broker, topics, schemas, up):
+for command in (broker, topics, schemas, run, up):
     cli.add_command(command)
 
 
 def _add_role_commands() -> None:
     for command in load_commands():
+        assert isinstance(command, click.Command), command
         if command.name not in cli.commands:
             cli.add_command(command)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the CLI; return its exit code (2 for any error the user can fix)."""
-    # quixstreams imports authlib's httpx client, which warns on every start of every
-    # process; the warning is about authlib's own future, not anything we can act on.
-    warnings.filterwarnings("ignore", message="The httpx module is deprecated")
     _add_role_commands()
     args = list(sys.argv[1:] if argv is None else argv)
     try:
@@ -54,9 +52,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         where = exc.ctx.command_path if exc.ctx else "shopstream"
         click.echo(f"{where}: {exc.format_message()} (see `{where} --help`)", err=True)
         return EXIT_USER_ERROR
+    except click.exceptions.Exit as exc:
+        return exc.exit_code
     except click.ClickException as exc:
         click.echo(f"shopstream: {exc.format_message()}", err=True)
-        return EXIT_USER_ERROR
+        return exc.exit_code
     except UserError as exc:
         click.echo(f"shopstream: {exc}", err=True)
         return EXIT_USER_ERROR

@@ -24,14 +24,15 @@ from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
 from polars.testing import assert_frame_equal
 
 from pipelines.analytics.app import AnalyticsTopics, build_app
-from pipelines.analytics.batch import BatchAnalytics, InputRecord
 from pipelines.analytics.catalog import category_lookup
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.records import format_time_ms
-from pipelines.analytics.samples import Sample, SampleSpec, generate
+from shopstream.admin import create_topics
 from shopstream.kafka import fetch_metadata, make_consumer, make_producer
 from shopstream.settings import Settings
-from shopstream.topics import TopicSpec
+from shopstream.topics import Namespace
+from support.analytics_oracle import BatchAnalytics, InputRecord
+from support.analytics_samples import Sample, SampleSpec, generate
 
 DEADLINE_S = 90.0
 MIN = 60_000
@@ -55,8 +56,10 @@ QUIX_OPTIONS = {"commit_interval": 0.5}
 
 
 @pytest.fixture
-def topics(isolated_topics: Callable[..., list[TopicSpec]]) -> AnalyticsTopics:
-    return AnalyticsTopics(*isolated_topics(*AnalyticsTopics().all()))
+def topics(settings: Settings, namespace: Namespace) -> AnalyticsTopics:
+    topics = AnalyticsTopics.of(namespace)
+    create_topics(settings, topics.all())
+    return topics
 
 
 class Outputs:
@@ -197,7 +200,7 @@ def test_every_window_equals_polars_across_a_restart_from_the_changelog(
         consumer_group=group,
         category_of=CATEGORY_OF,
         **QUIX_OPTIONS,
-    )
+    ).app
     ends = last_offsets(delivered)
     assert run_app_until(first, [lambda: committed_all(settings, group, ends)]) == [True]
 
@@ -224,7 +227,7 @@ def test_every_window_equals_polars_across_a_restart_from_the_changelog(
         consumer_group=group,
         category_of=CATEGORY_OF,
         **QUIX_OPTIONS,
-    )
+    ).app
     ends = last_offsets(delivered)
 
     def ticked() -> bool:
@@ -308,7 +311,9 @@ def test_idle_streams_close_their_windows_and_raise_silence_alerts_on_ticks(
     delivered = produce(settings, items)
     ends = last_offsets(delivered)
     outputs = Outputs(settings, topics)
-    app = build_app(settings, topics=topics, config=config, consumer_group=group, **QUIX_OPTIONS)
+    app = build_app(
+        settings, topics=topics, config=config, consumer_group=group, **QUIX_OPTIONS
+    ).app
 
     def alerted(channel: str) -> bool:
         return any(a["payload"]["subject"] == channel for a in outputs.records["alert"])

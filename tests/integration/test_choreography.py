@@ -27,11 +27,9 @@ import pytest
 from rocksdict import AccessType, Rdict
 
 from pipelines import deadletter
-from pipelines.services import samples as s
 from pipelines.services import stock
 from pipelines.services.apps import SERVICES
-from pipelines.services.runtime import Namespace, ensure_topics
-from pipelines.services.testing import AppProcess, ReadRecord, TopicReader
+from shopstream.admin import create_topics
 from shopstream.brokers import BrokerProcess
 from shopstream.events import DecodeError, Envelope, decode, encode, headers_for, utc_ms
 from shopstream.kafka import make_consumer, make_producer
@@ -48,8 +46,11 @@ from shopstream.topics import (
     RETURNS,
     STOCK_EVENTS,
     STOCK_LEVELS,
+    Namespace,
     TopicSpec,
 )
+from support import service_samples as s
+from support.processes import AppProcess, ReadRecord, TopicReader
 
 APPS = ("stock", "finance", "customer-relations", "notifications", "router")
 PHASE_TIMEOUT = 90.0
@@ -123,7 +124,7 @@ def run(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> Iter
     tmp = tmp_path_factory.mktemp("choreography")
     settings = load_settings(broker_address=broker.address, data_dir=tmp / "data")
     ns = Namespace(uuid.uuid4().hex[:8])
-    ensure_topics(settings, ns.topics(ALL_TOPICS))
+    create_topics(settings, ns.topics(ALL_TOPICS))
     apps = {name: AppProcess(name, ns, settings, tmp).start() for name in APPS}
     now = utc_ms(datetime.now(UTC))
     outputs = (

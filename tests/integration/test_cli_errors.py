@@ -11,7 +11,9 @@ import time
 import pytest
 from kafka import KafkaConsumer
 
+from shopstream.admin import partitions
 from shopstream.brokers.base import free_port
+from shopstream.settings import load_settings
 from shopstream.topics import ALL_TOPICS
 
 
@@ -65,7 +67,8 @@ def test_broker_command_serves_the_catalog_and_stops_on_sigterm() -> None:
         client = KafkaConsumer(bootstrap_servers=f"127.0.0.1:{port}")
         try:
             for spec in ALL_TOPICS:
-                assert len(client.partitions_for_topic(spec.name) or ()) == spec.partitions
+                expected = partitions(spec, load_settings())
+                assert len(client.partitions_for_topic(spec.name) or ()) == expected
         finally:
             client.close()
         # A second broker on the same port is a user error, not a crash.

@@ -22,14 +22,14 @@ from confluent_kafka import KafkaError
 
 from pipelines import deadletter
 from pipelines.router import build_router, router_topics
-from pipelines.services import samples as s
-from pipelines.services.runtime import Namespace, ensure_topics
-from pipelines.services.testing import TopicReader
 from producers.faults import EXPECTED_ERROR, applicable_kinds, malform
+from shopstream.admin import create_topics
 from shopstream.events import Envelope, encode, headers_for, utc_ms
 from shopstream.kafka import make_producer
 from shopstream.settings import Settings, load_settings
-from shopstream.topics import DEAD_LETTERS, INGRESS_BY_CHANNEL, ROUTES
+from shopstream.topics import DEAD_LETTERS, INGRESS_BY_CHANNEL, ROUTES, Namespace
+from support import service_samples as s
+from support.processes import TopicReader
 
 Sent = tuple[str, bytes, bytes, list[tuple[str, bytes]], int]  # topic, key, value, headers, ts
 
@@ -56,7 +56,7 @@ def test_every_ingress_record_is_routed_dead_lettered_or_a_counted_duplicate(
 ) -> None:
     settings = load_settings(base=settings, processing_guarantee=guarantee)
     ns = Namespace(uuid.uuid4().hex[:8])
-    ensure_topics(settings, ns.topics(router_topics()))
+    create_topics(settings, ns.topics(router_topics()))
     rng = random.Random(5)
 
     valid = channel_events()
@@ -178,7 +178,7 @@ def test_dedupe_window_survives_a_restart_on_a_fresh_state_dir(
     changelog and drop the resends of what the first one routed, while routing new events.
     """
     ns = Namespace(uuid.uuid4().hex[:8])
-    ensure_topics(settings, ns.topics(router_topics()))
+    create_topics(settings, ns.topics(router_topics()))
     events = channel_events()
     first, later = events[:24], events[24:]
     producer = make_producer(settings)

@@ -26,17 +26,18 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipelines.services import samples as s
 from pipelines.services import stock
 from pipelines.services.apps import FINANCE, NOTIFICATIONS_SERVICE
-from pipelines.services.runtime import Namespace, build_service_app, ensure_topics
+from pipelines.services.service import build_service_app
 from pipelines.services.state import MemoryState
-from pipelines.services.testing import AppProcess, TopicReader
+from shopstream.admin import create_topics
 from shopstream.brokers import BrokerProcess
 from shopstream.events import encode, headers_for, utc_ms
 from shopstream.kafka import make_producer
 from shopstream.settings import Settings, load_settings
-from shopstream.topics import FINANCE_EVENTS, NOTIFICATIONS, ORDERS, STOCK_EVENTS
+from shopstream.topics import FINANCE_EVENTS, NOTIFICATIONS, ORDERS, STOCK_EVENTS, Namespace
+from support import service_samples as s
+from support.processes import AppProcess, TopicReader
 
 ORDERS_N = 8_000
 STORES = 7
@@ -93,7 +94,7 @@ def killed(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> I
     settings = load_settings(broker_address=broker.address, data_dir=tmp / "data")
     ns = Namespace(uuid.uuid4().hex[:8])
     needed = {t.name: t for d in (FINANCE, NOTIFICATIONS_SERVICE) for t in d.topics()}
-    ensure_topics(settings, ns.topics(needed.values()))
+    create_topics(settings, ns.topics(needed.values()))
     _produce_reserved_orders(settings, ns)
     invoices_topic = ns.topic(FINANCE_EVENTS).name
 

@@ -20,14 +20,14 @@ import polars as pl
 import pytest
 from polars.testing import assert_frame_equal
 
-from pipelines.analytics.batch import BatchAnalytics, InputRecord
 from pipelines.analytics.catalog import category_lookup
 from pipelines.analytics.combine import GlobalCombiner
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.local import PartitionAggregator
-from pipelines.analytics.records import Coordinates, Emit, parse_time_ms
-from pipelines.analytics.samples import Sample, SampleSpec, generate
+from pipelines.analytics.records import Coordinates, Output, parse_time_ms
 from shopstream.events import DecodeError, decode
+from support.analytics_oracle import BatchAnalytics, InputRecord
+from support.analytics_samples import Sample, SampleSpec, generate
 
 PARTITIONS = 3
 DAY_MS = 86_400_000
@@ -42,7 +42,7 @@ def partition_of(store: str) -> int:
 class Run:
     """What one simulated run of the app produced, and what it consumed."""
 
-    outputs: dict[str, list[Emit]] = field(default_factory=lambda: defaultdict(list))
+    outputs: dict[str, list[Output]] = field(default_factory=lambda: defaultdict(list))
     records: list[InputRecord] = field(default_factory=list)
 
     def frame(self, role: str, columns: list[str]) -> pl.DataFrame:
@@ -133,8 +133,8 @@ class Pipeline:
         self.combiner = GlobalCombiner.restore(
             self.config, PARTITIONS, read("combiner"), CATEGORY_OF
         )
-        self.pending: list[Emit] = []  # digests in flight to the combiner
-        self.uncommitted: list[Emit] = []
+        self.pending: list[Output] = []  # digests in flight to the combiner
+        self.uncommitted: list[Output] = []
 
     def feed(self, record: InputRecord) -> None:
         agg = self.aggs[record.partition]

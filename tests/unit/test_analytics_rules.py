@@ -13,7 +13,7 @@ from pipelines.analytics.catalog import category_lookup, load_category_of, load_
 from pipelines.analytics.combine import GlobalCombiner
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.local import PartitionAggregator, level_at
-from pipelines.analytics.records import Coordinates, Emit, format_time_ms, parse_time_ms
+from pipelines.analytics.records import Coordinates, Output, format_time_ms, parse_time_ms
 from pipelines.analytics.ticker import ClockBoard, PartitionClock, plan_ticks
 from shopstream.events import Alert, decode
 
@@ -75,12 +75,14 @@ def reserved(t: int, sku: str, level: int, store: str = "ST-001") -> dict[str, A
     }
 
 
-def feed(agg: PartitionAggregator, kind: str, value: Any, offset: int | None = None) -> list[Emit]:
+def feed(
+    agg: PartitionAggregator, kind: str, value: Any, offset: int | None = None
+) -> list[Output]:
     where = Coordinates(kind, agg.partition, next(_offsets) if offset is None else offset)
     return agg.on_event(kind, value, where)  # type: ignore[arg-type]
 
 
-def roles(out: list[Emit]) -> list[str]:
+def roles(out: list[Output]) -> list[str]:
     return [e.role for e in out]
 
 
@@ -219,7 +221,7 @@ def sales_digest(source: int, through: int, panes: dict[int, dict[str, int]]) ->
     }
 
 
-def alerts(out: list[Emit]) -> list[dict[str, Any]]:
+def alerts(out: list[Output]) -> list[dict[str, Any]]:
     return [e.value for e in out if e.role == "alert"]
 
 

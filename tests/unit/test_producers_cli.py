@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 import click
 import pytest
 
-from producers.cli import DurationParam, StartTimeParam, produce, up_processes
+from producers.app import realtime_scale
+from producers.cli import CHANNEL_APPS, PRODUCER_APP, DurationParam, StartTimeParam, produce
+from shopstream.apps import apps_for, load_commands
 from shopstream.cli.main import main
-from shopstream.plugins import UpProcess, load_commands, load_up_processes
-from shopstream.settings import load_settings
+from shopstream.shop.traffic import TrafficModel
 
 
 @pytest.mark.parametrize(
@@ -59,16 +60,31 @@ def test_produce_is_a_registered_command() -> None:
     assert "produce" in {c.name for c in load_commands()}
 
 
-def test_up_starts_one_producer_for_every_channel_after_the_services() -> None:
-    settings = load_settings()
-    processes = up_processes(settings)
-    assert processes == [
-        UpProcess("producer", ("produce", "--channel", "all", "--rate", "100"), order=90)
-    ]
-    assert processes[0] in load_up_processes(settings)
-    # The argv parses: the demo command line is a valid one.
-    ctx = produce.make_context("produce", list(processes[0].argv[1:]))
+def test_up_starts_one_realtime_producer_for_every_channel_after_the_services() -> None:
+    producers = [a for a in apps_for("up") if a.kind == "producer"]
+    assert producers == [PRODUCER_APP]
+    # The command line parses: the demo command line is a valid one.
+    ctx = produce.make_context("produce", list(PRODUCER_APP.command[1:]))
     assert ctx.params["channels"] == frozenset({"mobile", "pos", "web", "warehouse"})
+    assert ctx.params["realtime"] and ctx.params["rate"] == 100
+    # A fresh seed per start: a second `up` on a durable broker sends new ids.
+    again = produce.make_context("produce", list(PRODUCER_APP.command[1:]))
+    assert ctx.params["seed"] != again.params["seed"]
+
+
+def test_compose_runs_one_producer_per_channel() -> None:
+    compose = {a.name for a in apps_for("compose") if a.kind == "producer"}
+    assert compose == {app.name for app in CHANNEL_APPS.values()}
+    for channel, app in CHANNEL_APPS.items():
+        ctx = produce.make_context("produce", list(app.command[1:]))
+        assert ctx.params["channels"] == frozenset({channel})
+
+
+def test_realtime_scale_makes_the_next_hour_average_the_rate() -> None:
+    start = 1_764_590_400_000  # a Monday, 12:00 UTC
+    scale = realtime_scale(start, 100.0)
+    actions = sum(TrafficModel(start, scale).expected_actions(start, start + 3_600_000))
+    assert actions / 3600 == pytest.approx(100.0)
 
 
 def test_help_names_every_flag_of_the_issue(capsys: pytest.CaptureFixture[str]) -> None:

@@ -14,10 +14,10 @@ from quixstreams.models import MessageContext
 from pipelines import deadletter
 from pipelines.dedupe import DedupeWindow
 from pipelines.router import DEDUPE_MAX_IDS, DEDUPE_TTL, RouterProcessor, decide
-from pipelines.services import samples as s
 from producers.faults import EXPECTED_ERROR, applicable_kinds, malform
 from shopstream.events import Alert, AlertPayload, derive, encode, headers_for, to_json_dict
 from shopstream.topics import ROUTES
+from support import service_samples as s
 
 TTL_MS = int(DEDUPE_TTL.total_seconds() * 1000)
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from pipelines.services import customer_relations as cr
-from pipelines.services import samples as s
 from pipelines.services import stock
 from pipelines.services.state import MemoryState
 from shopstream.events import QuestionAnswered
+from support import service_samples as s
 
 
 def stock_log() -> list:

@@ -7,7 +7,6 @@ from decimal import Decimal
 import pytest
 
 from pipelines.services import finance, stock
-from pipelines.services import samples as s
 from pipelines.services.state import MemoryState
 from shopstream.events import (
     Alert,
@@ -17,6 +16,7 @@ from shopstream.events import (
     RefundIssued,
     StockReserved,
 )
+from support import service_samples as s
 
 
 def reserve(order: OrderPlaced) -> Envelope:

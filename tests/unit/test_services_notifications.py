@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from pipelines.services import finance, notifications, stock
-from pipelines.services import samples as s
 from pipelines.services.state import MemoryState
 from shopstream.events import Channel, NotificationSent
+from support import service_samples as s
 
 
 def invoice_for(channel: Channel):  # type: ignore[no-untyped-def]

@@ -1,4 +1,4 @@
-"""The shared wiring, broker-free: namespaces, staged state, the service processor."""
+"""The generic service app, broker-free: namespaces, staged state, the service processor."""
 
 from __future__ import annotations
 
@@ -10,13 +10,13 @@ from quixstreams.context import set_message_context
 from quixstreams.models import MessageContext
 
 from pipelines import deadletter
-from pipelines.registry import APPS
-from pipelines.services import samples as s
 from pipelines.services.apps import FINANCE, SERVICES, STOCK
-from pipelines.services.runtime import Namespace, ServiceDefinition, ServiceProcessor
+from pipelines.services.service import ServiceDefinition, ServiceProcessor
 from pipelines.services.state import MemoryState, StagedState
+from shopstream.apps import consumer_groups, load_apps
 from shopstream.events import Envelope, encode, headers_for
-from shopstream.topics import ALL_GROUPS, ALL_TOPICS, ORDERS, TOPICS_BY_NAME
+from shopstream.topics import ALL_TOPICS, ORDERS, TOPICS_BY_NAME, Namespace
+from support import service_samples as s
 
 
 def test_namespace_renames_topics_groups_and_apps() -> None:
@@ -28,7 +28,7 @@ def test_namespace_renames_topics_groups_and_apps() -> None:
     plain = Namespace()
     assert (plain.topic(ORDERS), plain.group(FINANCE.group), plain.app("x")) == (
         ORDERS,
-        FINANCE.group.name,
+        FINANCE.group,
         "x",
     )
 
@@ -37,8 +37,8 @@ def test_services_use_only_catalog_topics_and_groups() -> None:
     for definition in SERVICES.values():
         for spec in definition.topics():
             assert TOPICS_BY_NAME[spec.name] == spec
-        assert definition.group in ALL_GROUPS
-    assert {"router", *SERVICES} <= set(APPS)
+        assert definition.group in {g.name for g in consumer_groups()}
+    assert {"router", *SERVICES} <= set(load_apps())
 
 
 def test_staged_state_applies_nothing_until_commit() -> None:
@@ -97,6 +97,7 @@ def test_a_failing_rule_leaves_the_state_untouched(in_message: None) -> None:
     broken = ServiceDefinition(
         "broken",
         FINANCE.group,
+        "a service whose rule raises",
         FINANCE.inputs,
         FINANCE.accepts,
         FINANCE.outputs,

@@ -6,7 +6,6 @@ import random
 
 import pytest
 
-from pipelines.services import samples as s
 from pipelines.services import stock
 from pipelines.services.state import MemoryState
 from shopstream.events import (
@@ -17,6 +16,7 @@ from shopstream.events import (
     StockReplenished,
     StockReserved,
 )
+from support import service_samples as s
 
 
 def levels(state: MemoryState) -> dict[str, int]:

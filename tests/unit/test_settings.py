@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from pipelines.runtime.quix import quix_app
 from shopstream.errors import UserError
 from shopstream.kafka import connection_config, consumer_config, producer_config, transactional_id
 from shopstream.settings import Settings, load_settings
@@ -79,6 +80,22 @@ def test_security_settings_reach_every_client(monkeypatch: pytest.MonkeyPatch) -
     }
     for config in (connection_config(s), producer_config(s), consumer_config(s, "g")):
         assert expected.items() <= config.items()
+    # The connection path of every pipeline: the Quix application built from the settings.
+    app = quix_app(s, "finance", "shopstream-finance", state_dir=Path("/tmp/unused"))
+    quix = app.config.broker_address.as_librdkafka_dict()
+    assert {k: v for k, v in expected.items() if k != "security.protocol"}.items() <= quix.items()
+    assert quix["security.protocol"].upper() == "SASL_SSL"
+    assert app.config.producer_extra_config["transactional.id"] == "shopstream-finance-0"
+    assert app.config.consumer_extra_config["session.timeout.ms"] == 6000
+
+
+def test_partitions_and_replication_are_settings_with_local_defaults(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    assert (load_settings().partitions, load_settings().replication_factor) == (3, 1)
+    monkeypatch.setenv("SHOPSTREAM_REPLICATION_FACTOR", "3")
+    monkeypatch.setenv("SHOPSTREAM_PARTITIONS", "12")
+    assert (load_settings().partitions, load_settings().replication_factor) == (12, 3)
 
 
 def test_clients_get_durable_producers_and_fast_group_joins() -> None:

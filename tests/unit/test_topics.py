@@ -2,30 +2,53 @@
 
 from __future__ import annotations
 
+from shopstream.admin import partitions
 from shopstream.events import CHANNEL_EVENT_TYPES, EVENT_TYPES
+from shopstream.settings import load_settings
 from shopstream.topics import (
-    ALL_GROUPS,
     ALL_TOPICS,
     INGRESS_BY_CHANNEL,
+    ORDERS,
     ROUTES,
     TOPICS_BY_NAME,
+    Namespace,
 )
 
 
 def test_names_are_unique() -> None:
     assert len(TOPICS_BY_NAME) == len(ALL_TOPICS)
-    assert len({g.name for g in ALL_GROUPS}) == len(ALL_GROUPS)
 
 
-def test_every_topic_has_explicit_retention_and_policy() -> None:
-    # The embedded broker omits retention from DescribeConfigs unless set on creation.
+def test_every_topic_sets_retention_explicitly_as_declared() -> None:
+    # The embedded broker omits retention from DescribeConfigs unless set on creation, so
+    # the creation config must carry the spec's own policy and retention, every time.
     for topic in ALL_TOPICS:
-        assert set(topic.config) == {"cleanup.policy", "retention.ms", "retention.bytes"}
-        assert topic.partitions >= 1
+        assert topic.config == {
+            "cleanup.policy": topic.cleanup_policy,
+            "retention.ms": str(topic.retention_ms),
+            "retention.bytes": str(topic.retention_bytes),
+        }, topic.name
+        assert topic.retention_ms == -1 or topic.retention_ms >= 24 * 3600 * 1000, topic.name
+
+
+def test_partitions_come_from_the_settings_unless_a_topic_fixes_them() -> None:
+    settings = load_settings(partitions=6)
+    counts = {t.name: partitions(t, settings) for t in ALL_TOPICS}
+    store_keyed = {t.name for t in ALL_TOPICS if t.key == "store_id"}
+    assert {counts[name] for name in store_keyed} == {6}  # co-partitioned
+    assert counts["shopstream.identity"] == 1
+
+
+def test_history_topics_keep_every_record() -> None:
+    # Records carry event time as their timestamp: time-based retention would delete
+    # backfilled history at once, and replays from offset 0 would miss it.
+    history = {t.name for t in ALL_TOPICS if t.history}
+    assert {"orders", "returns", "restocks", "stock-questions", "stock.events"} <= history
+    assert {"finance.events", "customer.answers"} <= history
 
 
 def test_every_role_is_represented() -> None:
-    roles = {"ingress", "typed", "service", "deadletter", "analytics"}
+    roles = {"ingress", "typed", "service", "deadletter", "analytics", "meta"}
     assert {t.role for t in ALL_TOPICS} == roles
 
 
@@ -43,11 +66,10 @@ def test_declared_event_types_exist() -> None:
         assert set(topic.event_types) <= set(EVENT_TYPES), topic.name
 
 
-def test_groups_read_and_write_catalog_topics() -> None:
-    for group in ALL_GROUPS:
-        assert set(group.reads) | set(group.writes) <= set(TOPICS_BY_NAME), group.name
-
-
-def test_renamed_keeps_the_layout() -> None:
-    spec = ALL_TOPICS[0].renamed("x")
-    assert spec.name == "x" and spec.config == ALL_TOPICS[0].config
+def test_namespace_renames_everything_and_keeps_the_layout() -> None:
+    ns = Namespace("t9")
+    spec = ns.topic(ORDERS)
+    assert spec.name == "orders-t9" and spec.config == ORDERS.config
+    assert (ns.group("g"), ns.app("a")) == ("g-t9", "a-t9")
+    assert Namespace().topic(ORDERS) is ORDERS
+    assert [s.name for s in ns.topics([ORDERS, ORDERS])] == ["orders-t9"]

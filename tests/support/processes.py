@@ -1,6 +1,6 @@
-"""Run the apps as real processes and read what they wrote: for tests and demos.
+"""Run the apps as real processes and read what they wrote.
 
-* :class:`AppProcess` - ``python -m pipelines.services NAME --namespace S`` as a child
+* :class:`AppProcess` - ``python -m shopstream run NAME --namespace S`` as a child
   process with the given settings in its environment: start, SIGTERM, SIGKILL.
 * :class:`TopicReader` - reads topics from offset zero by assignment (no group join,
   so no rebalance wait), ``read_committed`` by default, decoding events as they come.
@@ -8,7 +8,6 @@
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
@@ -21,19 +20,10 @@ from typing import Any
 
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
-from pipelines.services.runtime import Namespace
 from shopstream.events import DecodeError, Envelope, decode
 from shopstream.kafka import make_consumer
-from shopstream.settings import Settings
-
-
-def settings_env(settings: Settings) -> dict[str, str]:
-    """The ``SHOPSTREAM_*`` variables that reproduce ``settings`` in a child process."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SHOPSTREAM_")}
-    for name, value in settings.model_dump(exclude_none=True).items():
-        secret = getattr(value, "get_secret_value", None)
-        env[f"SHOPSTREAM_{name.upper()}"] = str(secret() if secret else value)
-    return env
+from shopstream.settings import Settings, settings_env
+from shopstream.topics import Namespace
 
 
 class AppProcess:
@@ -47,7 +37,7 @@ class AppProcess:
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> AppProcess:
-        args = [sys.executable, "-m", "pipelines.services", self.name]
+        args = [sys.executable, "-m", "shopstream", "run", self.name]
         if self.namespace.suffix:
             args += ["--namespace", self.namespace.suffix]
         with open(self.log_path, "ab") as log:
