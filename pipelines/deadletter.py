@@ -31,8 +31,6 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
-import orjson
-
 from shopstream.events import ErrorKind
 
 DeadLetterKind = ErrorKind | Literal["unroutable", "processing_error", "produce_error"]
@@ -179,7 +177,7 @@ def fit(
 
     Unchanged when it fits. Otherwise the value becomes its longest prefix that fits,
     with ``error.truncated``, the original size and its SHA-256 added; original headers
-    are dropped (last first) only if the ``error.*`` ones alone leave no room.
+    are dropped (largest first) only if the ``error.*`` ones alone leave no room.
     """
     if record_size(key, value, headers) <= limit:
         return value, headers
@@ -194,38 +192,9 @@ def fit(
     while True:
         extra: Headers = [(HEADERS_DROPPED, str(dropped).encode())] if dropped else []
         room = limit - record_size(key, b"", [*kept, *marks, *extra])
-        if room >= 0 or not any(not n.startswith(HEADER_PREFIX) for n, _ in kept):
+        droppable = [i for i, (name, _) in enumerate(kept) if not name.startswith(HEADER_PREFIX)]
+        if room >= 0 or not droppable:
             return original[: max(room, 0)], [*kept, *marks, *extra]
-        # Drop the last original (non-error) header and try again.
-        for i in range(len(kept) - 1, -1, -1):
-            if not kept[i][0].startswith(HEADER_PREFIX):
-                del kept[i]
-                dropped += 1
-                break
-
-
-def header(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str:
-    """A header as text, ``-`` when absent."""
-    for key, value in headers or ():
-        if key == name and value is not None:
-            return value.decode("utf-8", "replace")
-    return "-"
-
-
-def ids_for_log(
-    value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None
-) -> tuple[str, str]:
-    """``(event_id, correlation_id)`` of a record that failed validation, as far as known.
-
-    Best effort for the error log: from the JSON if it parses to an object (a schema
-    violation usually still carries its ids), else the ``correlation_id`` header, else ``-``.
-    """
-    event_id, correlation_id = "-", header(headers, "correlation_id")
-    try:
-        doc = orjson.loads(value) if value else None
-    except orjson.JSONDecodeError:
-        doc = None
-    if isinstance(doc, dict):
-        event_id = str(doc.get("event_id") or "-")[:64]
-        correlation_id = str(doc.get("correlation_id") or correlation_id)[:64]
-    return event_id, correlation_id
+        largest = max(droppable, key=lambda i: len(kept[i][0]) + len(kept[i][1] or b""))
+        del kept[largest]
+        dropped += 1
