@@ -31,6 +31,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+import orjson
+
 from shopstream.events import ErrorKind
 
 DeadLetterKind = ErrorKind | Literal["unroutable", "processing_error", "produce_error"]
@@ -198,3 +200,30 @@ def fit(
         largest = max(droppable, key=lambda i: len(kept[i][0]) + len(kept[i][1] or b""))
         del kept[largest]
         dropped += 1
+
+
+def header(headers: Sequence[tuple[str, bytes | None]] | None, name: str) -> str:
+    """A header as text, ``-`` when absent."""
+    for key, value in headers or ():
+        if key == name and value is not None:
+            return value.decode("utf-8", "replace")
+    return "-"
+
+
+def ids_for_log(
+    value: bytes | None, headers: Sequence[tuple[str, bytes | None]] | None
+) -> tuple[str, str]:
+    """``(event_id, correlation_id)`` of a record that failed validation, as far as known.
+
+    Best effort for the error log: from the JSON if it parses to an object (a schema
+    violation usually still carries its ids), else the ``correlation_id`` header, else ``-``.
+    """
+    event_id, correlation_id = "-", header(headers, "correlation_id")
+    try:
+        doc = orjson.loads(value) if value else None
+    except orjson.JSONDecodeError:
+        doc = None
+    if isinstance(doc, dict):
+        event_id = str(doc.get("event_id") or "-")[:64]
+        correlation_id = str(doc.get("correlation_id") or correlation_id)[:64]
+    return event_id, correlation_id
