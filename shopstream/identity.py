@@ -28,7 +28,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import OFFSET_BEGINNING, KafkaException, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, KafkaError, KafkaException, TopicPartition
 
 from shopstream.admin import create_topics
 from shopstream.errors import UserError
@@ -67,13 +67,7 @@ def facts(
     )
     found: list[dict[str, Any]] = []
     try:
-        tp = TopicPartition(IDENTITY.name, 0)
-        try:
-            _, high = consumer.get_watermark_offsets(tp, timeout=timeout)
-        except KafkaException as exc:
-            raise UserError(
-                f"cannot read {IDENTITY.name} on {settings.broker_address}: {exc}"
-            ) from None
+        high = _high_watermark(consumer, settings, timeout)
         if high <= 0:
             return []
         consumer.assign([TopicPartition(IDENTITY.name, 0, OFFSET_BEGINNING)])
@@ -99,6 +93,33 @@ def facts(
     finally:
         consumer.close()
     return found
+
+
+def _high_watermark(consumer: Any, settings: Settings, timeout: float) -> int:
+    """The identity partition's high watermark, waiting out a topic still being created
+    (a fresh topic's partition has no leader for a moment)."""
+    tp = TopicPartition(IDENTITY.name, 0)
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return int(consumer.get_watermark_offsets(tp, timeout=timeout)[1])
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            retriable = isinstance(err, KafkaError) and (
+                err.retriable() or err.code() in _NOT_READY_YET
+            )
+            if not retriable or time.monotonic() >= deadline:
+                raise UserError(
+                    f"cannot read {IDENTITY.name} on {settings.broker_address}: {exc}"
+                ) from None
+            time.sleep(0.2)
+
+
+_NOT_READY_YET = frozenset({
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+})
 
 
 def record_fact(settings: Settings, kind: str, **details: Any) -> None:

@@ -7,6 +7,7 @@ Apache Kafka or the embedded broker is a matter of settings alone.
 
 from __future__ import annotations
 
+import logging
 import socket
 from collections.abc import Iterable
 from typing import Any
@@ -24,11 +25,17 @@ BROKER_MAX_MESSAGE_BYTES = 1_048_588
 a broker does not describe its limits (the embedded broker describes nothing)."""
 
 
+LIBRDKAFKA_LOG = logging.getLogger("librdkafka")
+"""Where every client's own log lines go (not raw to stderr): the process's handler, so a
+run loop can hold back what a broker outage makes them repeat."""
+
+
 def connection_config(settings: Settings) -> dict[str, Any]:
-    """librdkafka settings shared by every client: bootstrap servers and security."""
+    """librdkafka settings shared by every client: bootstrap servers, security, logging."""
     config: dict[str, Any] = {
         "bootstrap.servers": settings.broker_address,
         "security.protocol": settings.security_protocol,
+        "logger": LIBRDKAFKA_LOG,
     }
     if settings.sasl_mechanism:
         config["sasl.mechanism"] = settings.sasl_mechanism

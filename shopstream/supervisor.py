@@ -123,6 +123,9 @@ class Supervisor:
             stdout=child.log_file,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            # Its own session: Ctrl-C in the terminal reaches `up` alone, which then stops
+            # the apps in order, before the broker they need to commit their last work.
+            start_new_session=True,
         )
         child.started_at = time.monotonic()
         child.state = "running"

@@ -72,7 +72,23 @@ class AppCounters:
         self.last_error = message[:300]
 
 
-_PURGED = frozenset({KafkaError._PURGE_QUEUE, KafkaError._PURGE_INFLIGHT})
+PERMANENT = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.INVALID_MSG,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError.TOPIC_EXCEPTION,
+        KafkaError.UNKNOWN_TOPIC_OR_PART,
+        KafkaError._UNKNOWN_TOPIC,
+        KafkaError._UNKNOWN_PARTITION,
+        KafkaError.POLICY_VIOLATION,
+    }
+)
+"""Delivery errors that say "this record will never be accepted". Anything else (a
+timeout, a lost connection, an outage) is transient: the run is simply run again."""
 
 
 class Outputs:
@@ -153,8 +169,9 @@ class Outputs:
             self.counters.dead_lettered += 1
 
     def _delivered(self, err: KafkaError | None, msg: Any) -> None:
-        """Delivery report: remember a record the broker refused (the checkpoint fails)."""
-        if err is None or err.code() in _PURGED:
+        """Delivery report: remember a record the broker refused for good (the checkpoint
+        fails; the next run diverts it). Transient errors are not remembered."""
+        if err is None or err.code() not in PERMANENT:
             return
         where = f"{msg.topic()}[{msg.partition()}]"
         self._failed[(msg.topic(), msg.value())] = err.str()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -42,6 +43,7 @@ def quix_app(
     from quixstreams import Application
     from quixstreams.kafka.configuration import ConnectionConfig
 
+    logging.getLogger("quixstreams").setLevel(logging.WARNING)
     conn = connection_config(settings)
     connection = ConnectionConfig(
         bootstrap_servers=conn["bootstrap.servers"],
@@ -68,7 +70,9 @@ def quix_app(
         "producer_extra_config": producer_extra,
         "auto_create_topics": True,
         "broker_availability_timeout": 0,
-        "loglevel": "WARNING",
+        # Quix's records go to the process's own handler (shopstream.logs), where the
+        # run loop's broker watch can hold back what an outage makes it say.
+        "loglevel": None,
         "commit_interval": COMMIT_INTERVAL_S,
     }
     options.update(kwargs)

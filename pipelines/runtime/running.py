@@ -49,14 +49,18 @@ MAX_FAILED_RUNS = 5
 """Failed runs in a row (without a broker outage or a learned record to explain them)
 before the process gives up and exits non-zero."""
 PROBE_EVERY_S = 2.0
+AFTERMATH_S = 30.0
+"""After the broker is back, client complaints of the outage keep arriving for a while
+(transactions that timed out, a fenced predecessor, coordinators loading): they are the
+outage's, not news, and stay held back this long."""
 _BACKOFF = wait_exponential(multiplier=1, min=1, max=30)
+_CLIENT_LOGGERS = ("quixstreams", "librdkafka", "confluent_kafka")
 
-# What librdkafka and Quix log while no broker answers (codes and texts).
+# What librdkafka and Quix log when no broker answers (codes and texts): such a line
+# makes the watch probe at once instead of at its next turn.
 _OUTAGE_MARKERS = (
-    "_TRANSPORT", "_ALL_BROKERS_DOWN", "_RESOLVE", "_MSG_TIMED_OUT", "_TIMED_OUT",
-    "Connection refused", "Disconnected", "transport failure", "brokers are down",
-    "Failed to resolve", "Connect to ipv4", "Broker transport", "timed out",
-    "Coordinator load in progress", "NOT_COORDINATOR", "COORDINATOR_NOT_AVAILABLE",
+    "_TRANSPORT", "_ALL_BROKERS_DOWN", "brokers are down", "Connection refused",
+    "Disconnected", "transport failure", "Failed to resolve",
 )  # fmt: skip
 
 
@@ -69,11 +73,13 @@ class BuiltApp:
 
 
 class BrokerWatch(logging.Filter):
-    """Turns a broker outage into two log lines and a flag.
+    """Knows whether the broker answers, and turns an outage into two log lines.
 
-    Installed on the root handlers: a client log line about an unreachable broker is
-    held back; the first one starts a probe (a TCP connect every
-    :data:`PROBE_EVERY_S`), which logs when the broker went and when it is back.
+    :meth:`probe` (a TCP connect, every :data:`PROBE_EVERY_S` from the status thread)
+    notices the broker going and coming back and logs one line each time. While the
+    broker is down, and for :data:`AFTERMATH_S` after, the Kafka clients' own warnings
+    and errors are held back (counted, and the count logged once it is over): they are
+    the outage retold a hundred times.
     """
 
     def __init__(self, app_name: str, address: str) -> None:
@@ -81,65 +87,66 @@ class BrokerWatch(logging.Filter):
         self.app_name = app_name
         self.address = address
         self.down_since: float | None = None
+        self.back_at: float | None = None
+        self.held_back = 0
+        self._next_probe = 0.0
         self._lock = threading.Lock()
-        self._back = threading.Event()
 
     @property
     def up(self) -> bool:
         return self.down_since is None
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not record.name.startswith(("quixstreams", "librdkafka", "confluent")):
-            return True
-        text = record.getMessage()
-        if not any(marker in text for marker in _OUTAGE_MARKERS):
-            return True
+    @property
+    def quiet(self) -> bool:
+        """Down, or back for less than :data:`AFTERMATH_S`."""
         if self.down_since is not None:
-            return False  # already said
-        if unreachable_reason(self.address) is None:
-            return True  # the broker answers: a real error, keep it
-        self.went_down(text)
-        return False
+            return True
+        return self.back_at is not None and time.monotonic() - self.back_at < AFTERMATH_S
 
-    def went_down(self, detail: str = "") -> None:
+    def probe(self, force: bool = False) -> bool:
+        """Check the broker (at most every :data:`PROBE_EVERY_S` unless ``force``);
+        return whether it answers."""
+        now = time.monotonic()
+        if not force and now < self._next_probe:
+            return self.up
+        self._next_probe = now + PROBE_EVERY_S
+        reason = unreachable_reason(self.address)
         with self._lock:
-            if self.down_since is not None:
-                return
-            self.down_since = time.monotonic()
-            self._back.clear()
-        reason = unreachable_reason(self.address) or detail[:120]
-        log.warning(
-            "%s: broker at %s unreachable (%s); waiting for it, nothing is lost meanwhile",
-            self.app_name, self.address, reason,
-        )  # fmt: skip
-        threading.Thread(target=self._probe, name="broker-probe", daemon=True).start()
+            if reason is not None and self.down_since is None:
+                self.down_since = now
+                log.warning(
+                    "%s: broker at %s unreachable (%s); waiting for it, nothing is lost",
+                    self.app_name, self.address, reason,
+                )  # fmt: skip
+            elif reason is None and self.down_since is not None:
+                gone, self.down_since, self.back_at = now - self.down_since, None, now
+                log.info("%s: broker at %s is back after %.0fs; carrying on", self.app_name,
+                         self.address, gone)  # fmt: skip
+            elif self.held_back and not self.quiet:
+                log.info("%s: %d client messages about broker connectivity were held back",
+                         self.app_name, self.held_back)  # fmt: skip
+                self.held_back = 0
+        return reason is None
 
-    def _probe(self) -> None:
-        while unreachable_reason(self.address) is not None:
-            time.sleep(PROBE_EVERY_S)
-        with self._lock:
-            since, self.down_since = self.down_since, None
-        gone = time.monotonic() - since if since is not None else 0.0
-        log.info("%s: broker at %s is back after %.0fs; carrying on", self.app_name,
-                 self.address, gone)  # fmt: skip
-        self._back.set()
-
-    def wait_until_back(self, stop: threading.Event) -> None:
-        while not self.up and not stop.is_set():
-            self._back.wait(0.5)
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not record.name.startswith(_CLIENT_LOGGERS) or record.levelno < logging.WARNING:
+            return True
+        about_connectivity = any(m in record.getMessage() for m in _OUTAGE_MARKERS)
+        if about_connectivity and not self.quiet:
+            self.probe(force=True)
+        if self.quiet or about_connectivity:
+            # The probe has the last word on the broker; the clients' retelling is counted.
+            self.held_back += 1
+            return False
+        return True
 
     def install(self) -> None:
         for handler in logging.getLogger().handlers:
             handler.addFilter(self)
-        # librdkafka lines from Quix's clients go through these loggers.
-        for name in ("quixstreams", "librdkafka"):
-            logging.getLogger(name).addFilter(self)
 
     def uninstall(self) -> None:
         for handler in logging.getLogger().handlers:
             handler.removeFilter(self)
-        for name in ("quixstreams", "librdkafka"):
-            logging.getLogger(name).removeFilter(self)
 
 
 def run_app(
@@ -165,6 +172,7 @@ def run_app(
     stop = threading.Event()
 
     def refresh(status: ProcessStatus) -> None:
+        watch.probe()
         status.consumed = counters.consumed
         status.produced = counters.produced
         status.dead_lettered = counters.dead_lettered
@@ -186,11 +194,12 @@ def run_app(
                     built.app.run()
                     return  # stopped by a signal
                 except Exception as exc:
-                    if _stop_requested(stop):
+                    if stop.is_set():
                         return
-                    if not watch.up or unreachable_reason(settings.broker_address):
-                        watch.went_down(str(exc))
-                        _wait_for_signal_or(stop, lambda: watch.up)
+                    if not watch.probe(force=True) or watch.quiet:
+                        # The outage's doing: wait for the broker, resume, say no more.
+                        log.debug("%s: run ended by the outage: %s", app_name, exc)
+                        _wait_for_signal_or(stop, lambda: watch.probe())
                         failures = 0
                         continue
                     if outputs is not None and outputs.learned > learned:
@@ -216,10 +225,6 @@ class _Attempt:
     """What tenacity's wait strategies read from a retry state."""
 
     attempt_number: int
-
-
-def _stop_requested(stop: threading.Event) -> bool:
-    return stop.is_set()
 
 
 def _wait_for_signal_or(

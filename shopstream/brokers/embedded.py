@@ -56,4 +56,5 @@ class EmbeddedBroker(BrokerProcess):
             stdout=log,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            start_new_session=True,  # Ctrl-C goes to its owner, which stops it last
         )  # fmt: skip

@@ -407,6 +407,7 @@ class KafkaReferenceBroker(BrokerProcess):
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
                 cwd=self.workdir,
+                start_new_session=True,  # Ctrl-C goes to its owner, which stops it last
             )  # fmt: skip
 
     def _format_storage(self, java: str, classpath: str, props: Path, logging_opt: str) -> None:

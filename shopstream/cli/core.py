@@ -176,7 +176,7 @@ def ensure_state_is_this_brokers(settings: Settings, *, move_stale: bool) -> Non
     owner = state.owner()
     if state.belongs_to(identity):
         if owner is not None:
-            log.info("state in %s belongs to this broker (%s): resuming it", state.root, identity)
+            log.info("state in %s is this broker's (%s)", state.root, identity)
         return
     if not move_stale:
         raise state.stale_error(identity, settings.broker_address)

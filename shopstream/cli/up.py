@@ -17,10 +17,12 @@ says so and exits with code 1: its data is gone and the apps cannot recover it.
 from __future__ import annotations
 
 import logging
+import signal
 import sys
 import threading
 import time
 from pathlib import Path
+from types import FrameType
 
 import click
 from rich.console import Console
@@ -68,6 +70,8 @@ def up(
     plain: bool,
 ) -> None:
     """Start everything: broker (unless --broker), topics, then every app."""
+    # Until the supervisor waits for it, SIGTERM must still unwind (and stop the broker).
+    signal.signal(signal.SIGTERM, _interrupt)
     configure_logging()
     settings = get_settings()
     apps = [a for a in apps_for("up") if a.name not in without]
@@ -103,6 +107,10 @@ def up(
         if broker is not None:
             log.info("stopping the embedded broker (its data is gone with it)")
             broker.stop()
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt
 
 
 def _wait(

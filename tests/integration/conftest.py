@@ -17,7 +17,7 @@ assertion.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -75,3 +75,27 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     terminalreporter.section("Apache Kafka reference broker")
     for timing in timings:
         terminalreporter.write_line(f"{timing.what}: {timing.seconds:.1f}s ({timing.detail})")
+
+
+@pytest.fixture
+def durable_kafka(broker_lane: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[object]:
+    """A fresh Apache Kafka with its own log directory (stop/start = a restart on the same
+    log directory), for the tests that restart the broker; kafka lane only."""
+    import os
+
+    from shopstream.brokers.kafka_reference import KafkaReferenceBroker, unavailable_reason
+
+    if broker_lane != "kafka":
+        pytest.skip("the embedded broker keeps data in memory only: a restart loses everything")
+    reason = unavailable_reason()
+    if reason:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"kafka lane must run under CI but cannot: {reason}")
+        pytest.skip(reason)
+    folder = tmp_path_factory.mktemp("durable-kafka")
+    broker = KafkaReferenceBroker(log_path=folder / "broker.log", data_dir=folder / "kafka")
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

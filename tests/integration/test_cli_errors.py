@@ -7,13 +7,14 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 from kafka import KafkaConsumer
 
 from shopstream.admin import partitions
 from shopstream.brokers.base import free_port
-from shopstream.settings import load_settings
+from shopstream.settings import Settings, load_settings, settings_env
 from shopstream.topics import ALL_TOPICS
 
 
@@ -34,6 +35,9 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
         (("topics", "list"), {"SHOPSTREAM_PROCESSING_GUARANTEE": "maybe"}, "PROCESSING_GUARANTEE"),
         (("topics", "create"), {"SHOPSTREAM_BROKER_ADDRESS": "127.0.0.1:1"}, "shopstream broker"),
         (("nosuchcommand",), {}, "No such command"),
+        (("run", "router"), {"SHOPSTREAM_BROKER_ADDRESS": "127.0.0.1:1"}, "no broker at"),
+        (("run", "nosuchapp"), {}, "'nosuchapp' is not one of"),
+        (("produce", "--seed", "many"), {}, "not a seed"),
     ],
 )
 def test_user_errors_are_one_readable_line(
@@ -77,3 +81,21 @@ def test_broker_command_serves_the_catalog_and_stops_on_sigterm() -> None:
     finally:
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=20) == 0
+
+
+def test_run_on_state_of_another_broker_says_so_and_how_to_fix_it(
+    settings: Settings, tmp_path: Path
+) -> None:
+    state = tmp_path / "data" / "state"
+    (state / "router").mkdir(parents=True)
+    (state / ".broker").write_text('{"broker_id": "0ld0ld0ld0ld"}')
+    env = settings_env(load_settings(base=settings, data_dir=tmp_path / "data"))
+    result = subprocess.run(
+        [sys.executable, "-m", "shopstream", "run", "router"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "belongs to broker 0ld0ld0ld0ld" in lines[0] and "mv " in lines[0]
+    assert (state / "router").is_dir()  # nothing moved or deleted behind the user's back

@@ -16,18 +16,21 @@ import subprocess
 import sys
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
+from shopstream.brokers import BrokerProcess
 from shopstream.brokers.base import free_port, port_in_use
 from shopstream.events import decode
 from shopstream.kafka import make_consumer
 from shopstream.settings import load_settings
 from shopstream.status import ProcessStatus, read_statuses
-from shopstream.topics import ALERTS, ALL_TOPICS, NOTIFICATIONS, STOCK_EVENTS
+from shopstream.topics import ALERTS, ALL_TOPICS, NOTIFICATIONS, ORDERS, RESTOCKS, STOCK_EVENTS
+from support.processes import TopicReader
 
 WATCHED = (STOCK_EVENTS.name, NOTIFICATIONS.name)
 APPS = {"router", "stock", "finance", "customer-relations", "notifications", "analytics"}
@@ -46,12 +49,21 @@ class UpRun:
     port: int
 
 
-def run_up(folder: Path, until: Callable[[dict[str, set[str]]], bool], timeout: float) -> UpRun:
-    """``shopstream up`` in ``folder`` until ``until(seen)`` (or ``timeout``), then SIGTERM."""
-    port = free_port()
+def run_up(
+    folder: Path,
+    until: Callable[[dict[str, set[str]]], bool],
+    timeout: float,
+    broker: str | None = None,
+) -> UpRun:
+    """``shopstream up`` in ``folder`` until ``until(seen)`` (or ``timeout``), then SIGTERM.
+
+    On its own embedded broker, or on ``broker`` (``up --broker``) if given.
+    """
+    port = int(broker.rsplit(":", 1)[1]) if broker else free_port()
+    where = ["--broker", broker] if broker else ["--port", str(port)]
     env = {**os.environ, "SHOPSTREAM_DATA_DIR": str(folder / "data")}
     up = subprocess.Popen(
-        [sys.executable, "-m", "shopstream", "up", "--port", str(port)],
+        [sys.executable, "-m", "shopstream", "up", *where],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env, cwd=folder,
     )  # fmt: skip
     children: list[psutil.Process] = []
@@ -63,7 +75,10 @@ def run_up(folder: Path, until: Callable[[dict[str, set[str]]], bool], timeout: 
             assert up.poll() is None and time.monotonic() < deadline, "broker never came up"
             time.sleep(0.2)
         settings = load_settings(broker_address=f"127.0.0.1:{port}", data_dir=folder / "data")
-        consumer = make_consumer(settings, f"up-watch-{uuid.uuid4().hex[:8]}")
+        # From the end: what this run does, not what an earlier run left on a durable broker.
+        consumer = make_consumer(
+            settings, f"up-watch-{uuid.uuid4().hex[:8]}", **{"auto.offset.reset": "latest"}
+        )
         consumer.subscribe([*WATCHED, ALERTS.name])
         deadline = time.monotonic() + timeout
         try:
@@ -85,14 +100,14 @@ def run_up(folder: Path, until: Callable[[dict[str, set[str]]], bool], timeout: 
     return UpRun(output, up.returncode, seen, statuses, logs, children, port)
 
 
-def assert_stopped_cleanly(run: UpRun) -> None:
+def assert_stopped_cleanly(run: UpRun, own_broker: bool = True) -> None:
     assert run.returncode == 0, run.output
     assert "all processes stopped" in run.output
     assert "Traceback" not in run.output
     assert "restarting in" not in run.output, run.output
     alive = [c for c in run.children if c.is_running() and c.status() != psutil.STATUS_ZOMBIE]
     assert not alive
-    assert not port_in_use("127.0.0.1", run.port)
+    assert port_in_use("127.0.0.1", run.port) != own_broker
     for name, text in run.logs.items():
         assert "Traceback" not in text, f"{name}.log:\n{text[-2000:]}"
 
@@ -142,3 +157,39 @@ def test_a_second_up_in_the_same_folder_starts_as_cleanly_as_the_first(tmp_path:
         assert status.consumed > 0 and status.errors == 0, status
     # The new broker got its opening stock: the stock service reserved orders again.
     assert "StockReserved" in second.seen[STOCK_EVENTS.name]
+
+
+def test_a_second_up_on_a_durable_broker_resumes_and_repeats_nothing(
+    durable_kafka: BrokerProcess, tmp_path: Path
+) -> None:
+    address = durable_kafka.address
+    first = run_up(tmp_path, reserved_and_notified, timeout=120, broker=address)
+    assert_stopped_cleanly(first, own_broker=False)
+    second = run_up(tmp_path, reserved_and_notified, timeout=120, broker=address)
+    assert_stopped_cleanly(second, own_broker=False)
+    assert "moved to" not in second.output and "resuming it" in second.logs["router"]
+    assert "opening stock already sent" in second.logs["producer"]
+
+    settings = load_settings(broker_address=address, data_dir=tmp_path / "data")
+    out = TopicReader(settings, [RESTOCKS.name, ORDERS.name, STOCK_EVENTS.name])
+    try:
+        out.drain(quiet=3.0, timeout=120)
+    finally:
+        out.close()
+    opening = Counter(
+        (e.store_id, e.payload.sku)
+        for e in out.events(RESTOCKS.name, "Restocked")
+        if e.payload.reason == "opening"
+    )
+    assert opening and set(opening.values()) == {1}, "the opening stock was sent twice"
+    # Orders of both runs: new ids in the second (a fresh seed), each decided exactly once,
+    # the first run's orders not again (committed offsets and state were resumed).
+    orders = Counter(e.payload.order_id for e in out.events(ORDERS.name))
+    assert set(orders.values()) == {1}
+    decided = Counter(
+        e.payload.order_id
+        for e in out.events(STOCK_EVENTS.name)
+        if e.event_type in ("StockReserved", "StockRejected")
+    )
+    assert decided and set(decided.values()) == {1}
+    assert set(decided) <= set(orders)
