@@ -340,6 +340,7 @@ APP = AppSpec(
     kind="processor",
     description="Validates, de-duplicates and routes channel events; dead-letters the rest",
     run=run,
+    build=lambda settings, namespace: build_router(settings, namespace),
     group=GROUP,
     reads=tuple(spec.name for spec in INGRESS_BY_CHANNEL.values()),
     writes=tuple(spec.name for spec in router_outputs()),

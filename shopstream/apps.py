@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cache
 from importlib.metadata import entry_points
-from typing import Literal
+from typing import Any, Literal
 
 from shopstream.errors import UserError
 from shopstream.settings import Settings
@@ -34,6 +34,9 @@ AppKind = Literal["producer", "processor", "sink", "dashboard"]
 Target = Literal["up", "compose"]
 RunFunction = Callable[[Settings, Namespace], None]
 """Builds an app and runs it until SIGINT/SIGTERM (``shopstream run NAME``)."""
+BuildFunction = Callable[[Settings, Namespace], Any]
+"""Builds a processor's stream-processing app without running it (topics must exist):
+what tests inspect to check that an app reads and writes what it declares."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,6 +56,7 @@ class AppSpec:
     kind: AppKind
     description: str
     run: RunFunction | None = None
+    build: BuildFunction | None = None
     argv: tuple[str, ...] = ()
     """The ``shopstream`` command line that starts it; default ``run NAME``."""
     group: str | None = None

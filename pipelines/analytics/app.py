@@ -195,7 +195,8 @@ def build_app(
     for frame in frames[1:]:
         stage1 = stage1.concat(frame)
     _consume_unaligned(stage1)
-    for spec in (*topics.outputs().values(), topics.dead_letters):
+    # The ticker (a thread beside the app) produces the ticks; declared as an output too.
+    for spec in (*topics.outputs().values(), topics.dead_letters, topics.ticks):
         output_topic(app, spec)
     topic_of = {role: spec.name for role, spec in topics.outputs().items()}
     outputs.attach(stage1)
@@ -309,6 +310,7 @@ APP = AppSpec(
     kind="processor",
     description="Windowed sales, returns and demand; alerts on spikes and silence",
     run=run,
+    build=lambda settings, namespace: build_app(settings, namespace),
     group=GROUP,
     reads=tuple(s.name for s in (*_CATALOG_TOPICS.inputs().values(), _CATALOG_TOPICS.ticks)),
     writes=tuple(

@@ -246,6 +246,7 @@ def service_app(definition: ServiceDefinition, order: int) -> AppSpec:
         kind="processor",
         description=definition.description,
         run=lambda settings, namespace: run_service(settings, definition, namespace),
+        build=lambda settings, namespace: build_service_app(settings, definition, namespace),
         group=definition.group,
         reads=tuple(s.name for s in definition.inputs),
         writes=tuple(s.name for s in (*definition.output_specs(), DEAD_LETTERS)),

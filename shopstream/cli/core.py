@@ -20,6 +20,7 @@ from shopstream.errors import UserError
 from shopstream.events import json_schemas
 from shopstream.identity import LocalState, broker_identity
 from shopstream.logs import configure_logging
+from shopstream.records import record_schemas
 from shopstream.settings import DEFAULT_BROKER_ADDRESS, Settings, get_settings
 from shopstream.topics import ALL_TOPICS, Namespace
 
@@ -134,7 +135,7 @@ def topics_list() -> None:
 
 @click.group()
 def schemas() -> None:
-    """JSON Schema of every event type."""
+    """JSON Schema of every event type and every record the read side consumes."""
 
 
 @schemas.command("export")
@@ -144,10 +145,11 @@ def schemas() -> None:
 )  # fmt: skip
 @click.option("--check", is_flag=True, help="Fail if the files differ instead of writing them.")
 def schemas_export(out: Path, check: bool) -> None:
-    """Write docs/schemas/<EventType>.json for every event type."""
+    """Write docs/schemas/<EventType>.json and docs/schemas/records/<Record>.json."""
     rendered = {
-        out / f"{name}.json": json.dumps(schema, indent=2, sort_keys=True) + "\n"
-        for name, schema in json_schemas().items()
+        path: json.dumps(schema, indent=2, sort_keys=True) + "\n"
+        for folder, schemas in ((out, json_schemas()), (out / "records", record_schemas()))
+        for path, schema in ((folder / f"{name}.json", s) for name, s in schemas.items())
     }
     if check:
         stale = [str(p) for p, text in rendered.items() if not p.exists() or p.read_text() != text]
@@ -157,8 +159,8 @@ def schemas_export(out: Path, check: bool) -> None:
             )
         click.echo(f"{len(rendered)} schemas up to date in {out}")
         return
-    out.mkdir(parents=True, exist_ok=True)
     for path, text in rendered.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
     click.echo(f"{len(rendered)} schemas written to {out}")
 

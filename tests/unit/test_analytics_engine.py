@@ -26,6 +26,14 @@ from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.local import PartitionAggregator
 from pipelines.analytics.records import Coordinates, Output, parse_time_ms
 from shopstream.events import DecodeError, decode
+from shopstream.records import (
+    ChannelSales,
+    DemandWindow,
+    LateEvent,
+    ReturnsWindow,
+    StoreSales,
+    TopSku,
+)
 from support.analytics_oracle import BatchAnalytics, InputRecord
 from support.analytics_samples import Sample, SampleSpec, generate
 
@@ -283,3 +291,24 @@ def test_replayed_digests_are_merged_once() -> None:
     replay = [d for d in digests if d is not second]
     replay.insert(replay.index(first) + 1, wider)
     assert outputs(replay) == once
+
+
+def test_every_output_follows_its_published_contract() -> None:
+    # The sink and the dashboard read these records by the contracts in shopstream.records.
+    contract = {
+        "sales_by_channel": ChannelSales, "sales_by_store": StoreSales, "top_skus": TopSku,
+        "returns": ReturnsWindow, "demand": DemandWindow, "late": LateEvent,
+    }  # fmt: skip
+    samples = generate(SampleSpec(minutes=40, late_ratio=0.03), seed=7)
+    records = with_final_ticks(with_ticks(list(arrivals(samples)), 7), samples)
+    bad = InputRecord("orders", 0, 10**6, 10**6, {"event_type": "OrderPlaced"})  # unreadable
+    run = simulate([*records, bad], AnalyticsConfig(grace_ms=60_000, top_n=5))
+    seen = {role for role, outputs in run.outputs.items() if outputs}
+    assert set(contract) <= seen
+    for role, outputs in run.outputs.items():
+        for output in outputs:
+            if role == "alert":
+                assert not isinstance(decode(orjson.dumps(output.value)), DecodeError)
+            else:
+                contract[role].model_validate(orjson.loads(orjson.dumps(output.value)))
+    assert any(o.value["reason"] == "unreadable" for o in run.outputs["late"])
