@@ -473,6 +473,13 @@ def to_json_dict(event: Envelope) -> dict[str, Any]:
     return event.model_dump(mode="json")
 
 
+APP_HEADER = "app"
+"""Header naming the app that produced a record (set by every pipeline app's outputs)."""
+EMITTED_AT_HEADER = "emitted_at"
+"""Header with the wall-clock time (epoch ms) a record was produced: event time says when
+it happened, this says when the system said so (lineage: the time each hop took)."""
+
+
 def headers_for(event: Envelope) -> list[tuple[str, bytes]]:
     """Kafka headers every producer attaches, so consumers can filter unparsed."""
     # Header bytes of the closed sets are encoded once: the router calls this per event.

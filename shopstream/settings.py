@@ -55,6 +55,14 @@ class Settings(BaseSettings):
     heartbeat_interval_ms: int = Field(
         500, ge=100, description="Consumer group heartbeat interval (ms)"
     )
+    lake_catalog: str | None = Field(
+        None,
+        description="DuckLake catalog of the read models: sqlite:PATH or postgres:DSN "
+        "(default sqlite:<data_dir>/lake/catalog.sqlite)",
+    )
+    lake_data_path: str | None = Field(
+        None, description="Where the read models' Parquet files go (default <data_dir>/lake/files/)"
+    )
     partitions: int = Field(
         3, ge=1, le=1000,
         description="Partitions of every catalog topic (apps scale up to this many replicas)",
@@ -68,6 +76,13 @@ class Settings(BaseSettings):
         pattern=r"^[A-Za-z0-9_.-]+$",
         description="Stable id of this app instance; part of its transactional.id",
     )
+
+    @field_validator("lake_catalog")
+    @classmethod
+    def _check_catalog(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("sqlite:", "postgres:")):
+            raise ValueError("expected sqlite:PATH or postgres:DSN")
+        return value
 
     @field_validator("broker_address")
     @classmethod

@@ -6,6 +6,9 @@ the transactional producer of the current checkpoint, so outputs, dead letters, 
 changelogs and input offsets commit together or not at all) via :class:`Outputs`, which
 guarantees:
 
+* **Lineage.** Every record but a dead letter gets two headers: ``app`` (who produced
+  it) and ``emitted_at`` (when, wall clock, epoch ms), which the read models' lineage
+  turns into the time each hop of a flow took.
 * **Size.** A record larger than its topic accepts (:func:`shopstream.kafka.
   record_size_limits`: the client's and the broker's limits) is never sent as is. A
   dead letter is cut to fit (:func:`pipelines.deadletter.fit`: a prefix of the value,
@@ -23,6 +26,7 @@ guarantees:
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NamedTuple
@@ -31,6 +35,7 @@ from confluent_kafka import KafkaError, KafkaException
 
 from pipelines.deadletter import Failure, Source, dead_letter_headers, fit, record_size
 from pipelines.runtime.quix import current_source
+from shopstream.events import APP_HEADER, EMITTED_AT_HEADER
 from shopstream.logs import ThrottledLog
 
 if TYPE_CHECKING:
@@ -116,6 +121,7 @@ class Outputs:
         self.learned = 0
         """How many refused records were learned since the run loop last looked."""
         self._warn = ThrottledLog(log)
+        self._app = (APP_HEADER, app_name.encode())
 
     def attach(self, sdf: StreamingDataFrame) -> None:
         self._produce = sdf.processing_context.producer.produce
@@ -138,7 +144,10 @@ class Outputs:
         if self._failed and (topic, out_value) in self._failed:
             self._divert(emit, self._failed[(topic, out_value)], key, value, headers, timestamp)
             return
-        out_headers = emit.headers
+        if topic == self.dead_letters:
+            out_headers = emit.headers  # error.app already says who gave up on it
+        else:
+            out_headers = [*emit.headers, self._app, (EMITTED_AT_HEADER, _now_ms())]
         limit = self.limits.get(topic, self._default_limit)
         # Our own outputs are far below any limit; only look closer at big ones.
         if len(out_value or b"") + len(emit.key or b"") > limit // 2 or topic == self.dead_letters:
@@ -208,6 +217,10 @@ class Outputs:
         failure = Failure("produce_error", f"producing to {emit.topic} failed: {reason}")
         letter = dead_letter(self.dead_letters, key, value, headers, failure, source, self.app_name)
         self.send(letter, key, value, headers, timestamp)
+
+
+def _now_ms() -> bytes:
+    return str(time.time_ns() // 1_000_000).encode()
 
 
 def dead_letter(

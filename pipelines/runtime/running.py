@@ -155,6 +155,7 @@ def run_app(
     build: Callable[[], BuiltApp],
     outputs: Outputs | None = None,
     *,
+    counters: AppCounters | None = None,
     describe: str = "",
     on_stop: Callable[[BuiltApp], str] | None = None,
     status_name: str | None = None,
@@ -162,11 +163,13 @@ def run_app(
     """Build and run an app until SIGINT/SIGTERM, through outages and failed runs.
 
     ``build`` makes a fresh Quix app each time (a failed ``Application`` is not run
-    twice); ``outputs`` is the app's :class:`Outputs`, kept across builds. ``describe``
+    twice); ``outputs`` is the app's :class:`Outputs`, kept across builds (or, for an
+    app that produces nothing, ``counters`` its counters). ``describe``
     is logged once at start, ``on_stop(built)`` returns the line logged at the end.
     """
     configure_logging()
-    counters = outputs.counters if outputs is not None else AppCounters()
+    if counters is None:
+        counters = outputs.counters if outputs is not None else AppCounters()
     watch = BrokerWatch(app_name, settings.broker_address)
     watch.install()
     stop = threading.Event()

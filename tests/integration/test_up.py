@@ -23,17 +23,18 @@ from pathlib import Path
 
 import psutil
 
+from readmodels.queries import NoReadModels, ReadModels
 from shopstream.brokers import BrokerProcess
 from shopstream.brokers.base import free_port, port_in_use
 from shopstream.events import decode
 from shopstream.kafka import make_consumer
-from shopstream.settings import load_settings
+from shopstream.settings import Settings, load_settings
 from shopstream.status import ProcessStatus, read_statuses
 from shopstream.topics import ALERTS, ALL_TOPICS, NOTIFICATIONS, ORDERS, RESTOCKS, STOCK_EVENTS
 from support.processes import TopicReader
 
 WATCHED = (STOCK_EVENTS.name, NOTIFICATIONS.name)
-APPS = {"router", "stock", "finance", "customer-relations", "notifications", "analytics"}
+APPS = {"router", "stock", "finance", "customer-relations", "notifications", "analytics", "sink"}
 
 
 @dataclass
@@ -47,6 +48,8 @@ class UpRun:
     logs: dict[str, str]
     children: list[psutil.Process]
     port: int
+    read_models: dict[str, int]
+    """Rows a reader in another process found in the read models while ``up`` ran."""
 
 
 def run_up(
@@ -90,6 +93,7 @@ def run_up(
                 seen.setdefault(msg.topic(), set()).add(kind)
         finally:
             consumer.close()
+        read_models = read_while_running(settings)
         children = psutil.Process(up.pid).children(recursive=True)
         statuses = read_statuses(folder / "data" / "run")
         assert up.poll() is None, "shopstream up exited early"
@@ -97,7 +101,26 @@ def run_up(
         up.send_signal(signal.SIGTERM)
         output, _ = up.communicate(timeout=60)
     logs = {p.stem: p.read_text() for p in (folder / "data" / "logs").glob("*.log")}
-    return UpRun(output, up.returncode, seen, statuses, logs, children, port)
+    return UpRun(output, up.returncode, seen, statuses, logs, children, port, read_models)
+
+
+def read_while_running(settings: Settings, timeout: float = 30.0) -> dict[str, int]:
+    """Rows of a few read models, as a notebook would read them while the sink writes."""
+    rm = ReadModels(settings)
+    deadline = time.monotonic() + timeout
+    counts: dict[str, int] = {}
+    while time.monotonic() < deadline:
+        try:
+            counts = {
+                row["read_model"]: row["rows"] for row in rm.freshness().iter_rows(named=True)
+            }
+        except NoReadModels:
+            counts = {}
+        if counts.get("orders") and counts.get("stock_movements") and counts.get("events"):
+            break
+        time.sleep(1.0)
+    rm.close()
+    return counts
 
 
 def assert_stopped_cleanly(run: UpRun, own_broker: bool = True) -> None:
@@ -135,6 +158,8 @@ def test_up_runs_every_role_end_to_end_and_stops_cleanly(tmp_path: Path) -> None
         status = run.statuses[name]
         assert status.consumed > 0 and status.errors == 0 and status.broker_up, status
     assert run.statuses["producer"].produced > 0
+    # The read models filled live: this test process read them while the sink wrote.
+    assert run.read_models["orders"] > 0 and run.read_models["stock_movements"] > 0
     assert "AuthlibDeprecationWarning" not in run.output + "".join(run.logs.values())
 
 
@@ -155,6 +180,9 @@ def test_a_second_up_in_the_same_folder_starts_as_cleanly_as_the_first(tmp_path:
     for name in APPS:
         status = second.statuses[name]
         assert status.consumed > 0 and status.errors == 0, status
+    # The read models of the first broker stay, for analysis; the second writes its own.
+    assert "new generation 2" in second.logs["sink"] and "another broker" in second.logs["sink"]
+    assert second.read_models["orders"] > 0
     # The new broker got its opening stock: the stock service reserved orders again.
     assert "StockReserved" in second.seen[STOCK_EVENTS.name]
 

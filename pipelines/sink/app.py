@@ -1,0 +1,241 @@
+"""The DuckDB sink: every typed, service, dead-letter, alert and analytics topic into
+DuckLake read models, exactly once (``shopstream run sink``, part of ``shopstream up``).
+
+Wiring: one Quix app reads every topic of :data:`pipelines.sink.feeds.FEEDS` as raw bytes
+into one :class:`LakeSink`. The sink stages records as they come (a tuple each, nothing
+parsed) and writes them when Quix commits a checkpoint: one DuckLake transaction for all
+tables with the offsets (:class:`pipelines.sink.writer.LakeWriter`). Records at offsets
+the read models already hold are skipped, so a restart or a replayed checkpoint writes
+nothing twice.
+
+* **Generations.** The read models belong to one broker (:mod:`readmodels.generations`):
+  on a new broker the sink starts a new generation and says so.
+* **Backpressure.** If the lake cannot be written (disk full, catalog locked), the sink
+  tells Quix to pause for a while and retry the same records (``SinkBackpressureError``),
+  says why in its log and its status, and goes on once it can: nothing is lost.
+* **Housekeeping**, in the sink's own process, every :data:`HOUSEKEEPING_EVERY_S`:
+  merge small files, expire snapshots older than :data:`SNAPSHOT_RETENTION`, delete files
+  no snapshot needs, keep one ``sink_offsets`` row per partition, drop old generations.
+* **Freshness.** The sink commits every :data:`COMMIT_INTERVAL_S`, so an event is in the
+  read models well within a second or two of its topic (``benchmarks/sink_throughput.py``).
+
+Quix runs the sink at-least-once: exactly-once comes from the offsets stored with the
+rows; Kafka transactions would add cost and nothing else (the sink produces nothing).
+The consumer reads ``read_committed``: records of aborted transactions never reach it
+(on brokers that hide them; the embedded broker does not, see docs/testing.md).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+from quixstreams.sinks import BaseSink, SinkBackpressureError
+
+from pipelines.runtime.outputs import AppCounters
+from pipelines.runtime.quix import input_topic, quix_app
+from pipelines.runtime.running import BuiltApp, run_app
+from pipelines.sink.feeds import FEEDS, Feed
+from pipelines.sink.writer import LakeWriter, Record
+from readmodels import schema as t
+from readmodels.generations import Generation, drop_old, generations, open_for
+from readmodels.lake import LAKE, LakeLocation, connect
+from shopstream.admin import create_topics
+from shopstream.apps import AppSpec
+from shopstream.identity import broker_identity
+from shopstream.settings import Settings
+from shopstream.topics import CATALOG, Namespace
+
+if TYPE_CHECKING:
+    from quixstreams import Application
+
+log = logging.getLogger("pipelines.sink")
+
+APP_NAME = "sink"
+GROUP = "shopstream-sink"
+COMMIT_INTERVAL_S = 0.3
+"""Short: freshness is the user's clock (produced -> visible to a dashboard query)."""
+HOUSEKEEPING_EVERY_S = 60.0
+SNAPSHOT_RETENTION = timedelta(hours=6)
+"""Snapshots kept for "as of" views and for the replay comparison."""
+BACKPRESSURE_S = 5.0
+"""How long Quix pauses the sink's partitions when the lake cannot be written."""
+
+
+class LakeSink(BaseSink):
+    """Stages records per checkpoint and writes them in one transaction on flush."""
+
+    def __init__(self, writer: LakeWriter, counters: AppCounters) -> None:
+        super().__init__()
+        self.writer = writer
+        self.counters = counters
+        self.skipped = 0
+        self.paused_reason: str | None = None
+        self._staged: list[Record] = []
+        self._skip = writer.next_offsets
+        self._next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY_S
+
+    def add(
+        self,
+        value: Any,
+        key: Any,
+        timestamp: int,
+        headers: Any,
+        topic: str,
+        partition: int,
+        offset: int,
+    ) -> None:
+        self.counters.consumed += 1
+        if offset < self._skip.get((topic, partition), 0):
+            self.skipped += 1  # already in the read models: a restart or a replayed batch
+            return
+        self._staged.append((topic, partition, offset, timestamp, key, value, headers))
+
+    def flush(self) -> None:
+        staged, self._staged = self._staged, []
+        if not staged:
+            return
+        try:
+            result = self.writer.write(staged)
+        except (duckdb.IOException, duckdb.TransactionException, OSError) as exc:
+            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            if self.paused_reason is None:
+                log.warning(
+                    "sink: cannot write the read models (%s); pausing %.0fs and retrying the "
+                    "same records, nothing is lost", reason, BACKPRESSURE_S,
+                )  # fmt: skip
+            self.paused_reason = reason
+            self.counters.error(f"lake write paused: {reason}")
+            raise SinkBackpressureError(retry_after=BACKPRESSURE_S) from exc
+        if self.paused_reason is not None:
+            log.info("sink: writing the read models again (was: %s)", self.paused_reason)
+            self.paused_reason = None
+        self.counters.produced += result.records
+        if time.monotonic() >= self._next_housekeeping:
+            self._next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY_S
+            housekeeping(self.writer.con)
+
+    def on_paused(self) -> None:
+        self._staged = []  # Quix seeks back: these records come again
+
+
+def housekeeping(con: duckdb.DuckDBPyConnection) -> None:
+    """Merge small files, expire old snapshots, delete unneeded files, compact the offsets
+    table, drop old generations; log what it did and how long it took."""
+    started = time.perf_counter()
+    files_before = data_files(con)
+    con.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')")
+    cutoff = f"now() - INTERVAL '{int(SNAPSHOT_RETENTION.total_seconds())} seconds'"
+    expired = con.execute(
+        f"CALL ducklake_expire_snapshots('{LAKE}', older_than => {cutoff})"
+    ).fetchall()
+    con.execute(f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => {cutoff})")
+    newest = generations(con)[-1:]
+    for generation in newest:
+        offsets = generation.table(t.OFFSETS.name)
+        con.execute(
+            f"DELETE FROM {offsets} WHERE (topic, kafka_partition, next_offset) NOT IN "
+            f"(SELECT topic, kafka_partition, max(next_offset) FROM {offsets} GROUP BY ALL)"
+        )
+    dropped = drop_old(con)
+    log.info(
+        "sink housekeeping: data files %d -> %d, %d snapshots expired, %s in %.2fs",
+        files_before, data_files(con), len(expired),
+        f"dropped {', '.join(g.schema for g in dropped)}" if dropped else "no generation dropped",
+        time.perf_counter() - started,
+    )  # fmt: skip
+
+
+def data_files(con: duckdb.DuckDBPyConnection) -> int:
+    """How many data files the lake's current snapshot uses."""
+    found = con.execute(
+        f"SELECT count(*) FROM __ducklake_metadata_{LAKE}.ducklake_data_file "
+        "WHERE end_snapshot IS NULL"
+    ).fetchone()
+    return int(found[0]) if found else 0
+
+
+def open_generation(con: duckdb.DuckDBPyConnection, settings: Settings) -> Generation:
+    """The generation of the broker in ``settings`` (a new one if the newest is another's)."""
+    identity = broker_identity(settings)
+    previous = generations(con)
+    generation, created = open_for(con, identity.broker_id)
+    location = LakeLocation.of(settings).describe()
+    if created and previous:
+        log.info(
+            "read models: new %s in %s, because %s belongs to another broker (kept for "
+            "analysis)", generation, location, previous[-1],
+        )  # fmt: skip
+    elif created:
+        log.info("read models: new %s in %s", generation, location)
+    else:
+        log.info("read models: resuming %s in %s", generation, location)
+    return generation
+
+
+def feeds_for(namespace: Namespace) -> dict[str, Feed]:
+    """Each topic the sink reads in ``namespace`` -> its feed."""
+    return {namespace.topic(feed.topic).name: feed for feed in FEEDS}
+
+
+def build_sink(
+    settings: Settings,
+    namespace: Namespace = CATALOG,
+    *,
+    con: duckdb.DuckDBPyConnection | None = None,
+    counters: AppCounters | None = None,
+    **quix_options: Any,
+) -> BuiltApp:
+    """The sink as a Quix app over existing topics, writing through ``con`` (the process's
+    one writer connection; opened here if not given)."""
+    con = con or connect(settings, read_only=False)
+    generation = open_generation(con, settings)
+    feeds = feeds_for(namespace)
+    sink = LakeSink(LakeWriter(con, generation, feeds), counters or AppCounters())
+    group = quix_options.pop("consumer_group", namespace.group(GROUP))
+    options: dict[str, Any] = {
+        "processing_guarantee": "at-least-once",
+        "commit_interval": COMMIT_INTERVAL_S,
+    }
+    app: Application = quix_app(
+        settings, namespace.app(APP_NAME), group, **(options | quix_options)
+    )
+    for feed in FEEDS:
+        app.dataframe(input_topic(app, namespace.topic(feed.topic))).sink(sink)
+    return BuiltApp(app, sink)
+
+
+def run(settings: Settings, namespace: Namespace = CATALOG) -> None:
+    """``shopstream run sink``: write the read models until SIGINT/SIGTERM."""
+    create_topics(settings, namespace.topics(feed.topic for feed in FEEDS))
+    con = connect(settings, read_only=False)
+    counters = AppCounters()
+    run_app(
+        settings,
+        namespace.app(APP_NAME),
+        lambda: build_sink(settings, namespace, con=con, counters=counters),
+        describe=f"writing {len(FEEDS)} topics into {LakeLocation.of(settings).describe()} "
+        f"as group {namespace.group(GROUP)}",
+        on_stop=lambda built: f"{counters.produced} records written, "
+        f"{built.processor.skipped} skipped as already written",
+        counters=counters,
+    )
+
+
+APP = AppSpec(
+    name=APP_NAME,
+    kind="sink",
+    description="Writes every typed, service, dead-letter, alert and analytics topic into "
+    "DuckLake read models, exactly once",
+    run=run,
+    build=lambda settings, namespace: build_sink(settings, namespace),
+    group=GROUP,
+    reads=tuple(feed.topic.name for feed in FEEDS),
+    # Before the services and the router: the read models see the first events too.
+    order=5,
+    # One writer per DuckLake catalog on SQLite; replicas need the PostgreSQL catalog.
+    scalable=False,
+)

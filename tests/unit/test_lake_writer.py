@@ -1,0 +1,217 @@
+"""The sink's contract with DuckLake, on a real lake (no broker): exactly once, exact money,
+one generation per broker, readers in another process never blocked or shown half a batch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from decimal import Decimal
+from pathlib import Path
+
+import duckdb
+import orjson
+import pytest
+from quixstreams.sinks import SinkBackpressureError
+
+from pipelines.runtime.outputs import AppCounters
+from pipelines.sink.app import LakeSink, data_files, feeds_for, housekeeping
+from pipelines.sink.writer import LakeWriter, Record
+from producers.simulator import ShopSimulator, SimConfig
+from readmodels.generations import generations, open_for
+from readmodels.lake import connect
+from readmodels.queries import NoReadModels, ReadModels
+from shopstream.events import encode, headers_for
+from shopstream.settings import Settings, load_settings
+from shopstream.topics import CATALOG
+from support import service_samples as s
+
+START_MS = 1_764_590_400_000  # a Monday, 12:00 UTC
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    return load_settings(data_dir=tmp_path / "data")
+
+
+def order_records(n: int, first_offset: int = 0, seed: int = 3) -> list[Record]:
+    """``n`` simulated orders as records of the ``orders`` topic, partition 0."""
+    out: list[Record] = []
+    for rec in ShopSimulator(SimConfig(start_ms=START_MS, seed=seed)).records():
+        if rec.event_type != "OrderPlaced":
+            continue
+        offset = first_offset + len(out)
+        out.append(("orders", 0, offset, rec.timestamp_ms, rec.key, rec.value, rec.headers))
+        if len(out) == n:
+            return out
+    raise AssertionError("the simulator ran dry")
+
+
+def sink_for(settings: Settings, broker_id: str = "b1") -> LakeSink:
+    con = connect(settings, read_only=False)
+    generation, _ = open_for(con, broker_id)
+    return LakeSink(LakeWriter(con, generation, feeds_for(CATALOG)), AppCounters())
+
+
+def feed(sink: LakeSink, records: list[Record]) -> None:
+    for topic, partition, offset, ts, key, value, headers in records:
+        sink.add(value, key, ts, headers, topic, partition, offset)
+    sink.flush()
+
+
+def expected_revenue(records: list[Record]) -> Decimal:
+    total = Decimal("0")
+    for *_, value, _ in records:
+        for line in orjson.loads(value)["payload"]["lines"]:
+            total += Decimal(str(line["unit_price"])) * line["qty"]
+    return total
+
+
+def test_the_same_batch_written_twice_leaves_the_same_rows(settings: Settings) -> None:
+    records = order_records(500)
+    sink = sink_for(settings)
+    feed(sink, records)
+    feed(sink, records)  # a replayed checkpoint: every record already written
+    fresh = sink_for(settings)  # a restarted sink reads the stored offsets
+    feed(fresh, records[:300])
+    rm = ReadModels(settings)
+    orders = rm.sql(f"SELECT count(*), count(DISTINCT order_id) FROM {rm.table('orders')}")
+    assert orders.row(0) == (500, 500)
+    lines = sum(len(orjson.loads(r[5])["payload"]["lines"]) for r in records)
+    assert rm.sql(f"SELECT count(*) FROM {rm.table('order_lines')}").item() == lines
+    assert sink.skipped == 500 and fresh.skipped == 300
+    assert rm.sink_offsets().row(0, named=True)["next_offset"] == 500
+
+
+def test_money_is_exact_and_the_minute_aggregates_add_up(settings: Settings) -> None:
+    records = order_records(2000)
+    sink = sink_for(settings)
+    for start in range(0, 2000, 250):  # many small checkpoints: many aggregate parts
+        feed(sink, records[start : start + 250])
+    rm = ReadModels(settings)
+    revenue = rm.sql(f"SELECT sum(total) FROM {rm.table('orders')}").item()
+    assert revenue == expected_revenue(records)
+    assert rm.totals()["revenue"] == revenue and rm.totals()["orders"] == 2000
+    lines = rm.sql(f"SELECT sum(amount) FROM {rm.table('order_lines')}").item()
+    assert lines == revenue
+
+
+def test_lineage_and_service_tables_from_every_event_topic(settings: Settings) -> None:
+    order = s.order("o1", [("SKU-00001", 2, "9.99")])
+    question = s.question("q1", "SKU-00002")
+
+    def rec(topic: str, offset: int, event: object, app: str) -> Record:
+        headers = [*headers_for(event), ("app", app.encode()), ("emitted_at", b"1764590400123")]  # type: ignore[arg-type]
+        return (topic, 0, offset, 0, b"store-01", encode(event), headers)  # type: ignore[arg-type]
+
+    sink = sink_for(settings)
+    feed(sink, [
+        rec("orders", 0, order, "router"), rec("stock-questions", 0, question, "router"),
+        ("deadletters", 0, 0, 5, b"k", b"\xff garbage", [
+            ("error.kind", b"bad_encoding"), ("error.message", b"not UTF-8"),
+            ("error.topic", b"ingress.web"), ("error.partition", b"1"),
+            ("error.offset", b"7"), ("error.app", b"router"),
+        ]),
+        ("returns", 0, 0, 5, b"k", b"{not json", []),  # written past the router
+    ])  # fmt: skip
+    rm = ReadModels(settings)
+    events = rm.sql(f"SELECT event_type, app, emitted_at FROM {rm.table('events')} ORDER BY 1")
+    assert events["event_type"].to_list() == ["OrderPlaced", "StockQuestionAsked"]
+    assert set(events["app"]) == {"router"}
+    assert rm.order_trace("o1")["event_type"].to_list() == ["OrderPlaced"]
+    letters = rm.dead_letters_by_kind()
+    assert set(zip(letters["error_kind"], letters["app"], strict=True)) == {
+        ("bad_encoding", "router"), ("unreadable", "sink"),
+    }  # fmt: skip
+    assert rm.questions_and_answers()["sku"].to_list() == ["SKU-00002"]
+
+
+def test_a_new_broker_gets_a_new_generation_and_readers_follow(settings: Settings) -> None:
+    feed(sink_for(settings, "broker-a"), order_records(100))
+    feed(sink_for(settings, "broker-a"), order_records(150))  # same broker: resumed
+    feed(sink_for(settings, "broker-b"), order_records(10, seed=9))  # new broker: new models
+    con = connect(settings, read_only=False)
+    assert [(g.number, g.broker_id) for g in generations(con)] == [(1, "broker-a"), (2, "broker-b")]
+    rm = ReadModels(settings)
+    assert rm.totals()["orders"] == 10
+    old = rm.sql("SELECT count(*) FROM lake.gen_0001.orders").item()
+    assert old == 150  # kept for analysis
+
+
+def test_a_reader_sees_no_models_before_the_sink_wrote_any(settings: Settings) -> None:
+    with pytest.raises(NoReadModels, match="start the sink"):
+        ReadModels(settings).totals()
+
+
+def test_a_lake_that_cannot_be_written_pauses_the_sink_and_loses_nothing(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sink = sink_for(settings)
+    records = order_records(50)
+    real_write = sink.writer.write
+
+    def disk_full(batch: list[Record]) -> object:
+        raise duckdb.IOException("could not write file: No space left on device")
+
+    monkeypatch.setattr(sink.writer, "write", disk_full)
+    with pytest.raises(SinkBackpressureError) as info:
+        feed(sink, records)
+    assert info.value.retry_after > 0
+    assert sink.paused_reason and "No space left" in sink.paused_reason
+    assert sink.counters.errors == 1 and sink.writer.next_offsets == {}
+    sink.on_paused()  # Quix pauses, seeks back and delivers the same records again
+    monkeypatch.setattr(sink.writer, "write", real_write)
+    feed(sink, records)
+    assert sink.paused_reason is None
+    assert ReadModels(settings).totals()["orders"] == 50
+
+
+def test_readers_in_another_process_never_block_and_never_see_half_a_batch(
+    settings: Settings, tmp_path: Path
+) -> None:
+    feed(sink_for(settings), order_records(10))
+    writer = textwrap.dedent(f"""
+        import sys
+        sys.path[:0] = {sys.path!r}
+        from test_lake_writer import feed, order_records, sink_for
+        from shopstream.settings import load_settings
+        sink = sink_for(load_settings(data_dir={str(settings.data_dir)!r}))
+        records = order_records(3000, first_offset=10, seed=4)
+        for start in range(0, 3000, 100):
+            feed(sink, records[start:start + 100])
+        print("written")
+    """)
+    child = subprocess.Popen(
+        [sys.executable, "-c", writer], cwd=Path(__file__).parent,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    rm = ReadModels(settings)
+    polls = 0
+    while child.poll() is None or polls == 0:
+        consistent = rm.sql(f"""
+            SELECT (SELECT sum(lines) FROM {rm.table('orders')}) AS lines,
+                   (SELECT count(*) FROM {rm.table('order_lines')}) AS rows,
+                   (SELECT sum(orders) FROM {rm.table('sales_minute')}) AS counted,
+                   (SELECT count(*) FROM {rm.table('orders')}) AS orders""").row(0)
+        assert consistent[0] == consistent[1] and consistent[2] == consistent[3], consistent
+        polls += 1
+    out, err = child.communicate()
+    assert child.returncode == 0 and "written" in out, err
+    assert polls > 5
+    assert rm.totals()["orders"] == 3010
+
+
+def test_housekeeping_merges_files_and_readers_carry_on(settings: Settings) -> None:
+    sink = sink_for(settings)
+    records = order_records(600)
+    for start in range(0, 600, 20):
+        feed(sink, records[start : start + 20])
+    con = sink.writer.con
+    rm = ReadModels(settings)
+    before, files = rm.totals(), data_files(con)
+    housekeeping(con)
+    assert files >= 30 * 5  # 30 writes of 5 tables: orders, lines, events, the 2 aggregates
+    assert data_files(con) <= 12
+    assert rm.totals() == before
+    offsets = rm.sql(f"SELECT count(*) FROM {rm.table('sink_offsets')}").item()
+    assert offsets == 1  # one row per partition left
