@@ -148,3 +148,15 @@ GENERATIONS = Table("generations", """
     generation INTEGER, schema_name VARCHAR, broker_id VARCHAR, created_at TIMESTAMPTZ,
     note VARCHAR
 """, "one row per generation of the read models: which broker its offsets belong to")
+
+REPLAYS = Table("replays", """
+    name VARCHAR, schema_name VARCHAR, generation INTEGER, topics VARCHAR,
+    start_offsets JSON, target_offsets JSON, live_snapshot BIGINT, started_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ, events BIGINT, seconds DOUBLE
+""", "one row per replay model: what it replays from where to where, against which live "
+    "snapshot it compares")
+REPLAY_TABLES: tuple[Table, ...] = (
+    ORDERS, ORDER_LINES, SALES_MINUTE, SKU_MINUTE, RETURNS, RETURNS_MINUTE, QUESTIONS,
+    QUESTIONS_MINUTE, DEAD_LETTERS, OFFSETS,
+)
+"""The order-history model a replay rebuilds (and the tables its topics may feed)."""

@@ -65,14 +65,21 @@ class LakeWriter:
     """Writes staged records into ``generation`` through ``con`` (the one writer).
 
     ``feeds`` maps each topic name read (catalog or namespaced) to its :class:`Feed`.
+    ``lineage=False`` skips the ``events`` rows (a replay rebuilds the order history only).
     """
 
     def __init__(
-        self, con: duckdb.DuckDBPyConnection, generation: Generation, feeds: dict[str, Feed]
+        self,
+        con: duckdb.DuckDBPyConnection,
+        generation: Generation,
+        feeds: dict[str, Feed],
+        *,
+        lineage: bool = True,
     ) -> None:
         self.con = con
         self.generation = generation
         self.feeds = feeds
+        self.lineage = lineage
         self.next_offsets: dict[tuple[str, int], int] = self._stored_offsets()
 
     def _stored_offsets(self) -> dict[tuple[str, int], int]:
@@ -85,11 +92,19 @@ class LakeWriter:
     def write(self, records: list[Record]) -> WriteResult:
         """Write ``records`` (already filtered against :attr:`next_offsets`) in one
         transaction; on any error nothing is written and the offsets stay as they were."""
+        return self.write_arrow(_arrow(records))
+
+    def write_arrow(self, raw: pa.Table) -> WriteResult:
+        """:meth:`write` for records already in an Arrow table of :data:`RAW_SCHEMA`
+        (``headers`` may be null when lineage is off)."""
         started = time.perf_counter()
         con = self.con.cursor()
-        result = WriteResult(records=len(records))
+        result = WriteResult(records=raw.num_rows)
         try:
-            con.register("raw", _arrow(records))
+            con.register("raw", raw)
+            ends = con.execute(
+                "SELECT topic, kafka_partition, max(kafka_offset) + 1 FROM raw GROUP BY ALL"
+            ).fetchall()
             selects = self._prepare(con)
             outputs = self._materialize(con, selects)
             con.execute("BEGIN")
@@ -115,10 +130,9 @@ class LakeWriter:
         finally:
             con.unregister("raw")
             con.close()
-        for topic, partition, offset, *_ in records:
-            key = (topic, partition)
-            if offset + 1 > self.next_offsets.get(key, 0):
-                self.next_offsets[key] = offset + 1
+        for topic, partition, end in ends:
+            key = (str(topic), int(partition))
+            self.next_offsets[key] = max(self.next_offsets.get(key, 0), int(end))
         result.seconds = time.perf_counter() - started
         return result
 
@@ -143,7 +157,7 @@ class LakeWriter:
             )
             for table, select in feed.inserts:
                 selects[table.name].append(select.format(src=src))
-            if feed.lineage:
+            if feed.lineage and self.lineage:
                 selects[t.EVENTS.name].append(lineage_select(feed).format(src=src))
             if structure is not None:
                 selects[t.DEAD_LETTERS.name].append(UNREADABLE.format(src=src))
