@@ -90,6 +90,10 @@ class ReadModels:
         qualified = self.generation.table(name)
         return f"{qualified} AT (VERSION => {int(self.as_of)})" if self.as_of else qualified
 
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        """A cursor on the kept read-only connection (close it when done)."""
+        return self._connection().cursor()
+
     def sql(self, query: str, params: list[Any] | None = None) -> pl.DataFrame:
         """Run ``query`` (``{table}`` placeholders name read-model tables) with ``params``."""
         cursor = self._connection().cursor()

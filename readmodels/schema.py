@@ -150,7 +150,7 @@ GENERATIONS = Table("generations", """
 """, "one row per generation of the read models: which broker its offsets belong to")
 
 REPLAYS = Table("replays", """
-    name VARCHAR, schema_name VARCHAR, generation INTEGER, topics VARCHAR,
+    name VARCHAR, schema_name VARCHAR, generation INTEGER, namespace VARCHAR, topics VARCHAR,
     start_offsets JSON, target_offsets JSON, live_snapshot BIGINT, started_at TIMESTAMPTZ,
     finished_at TIMESTAMPTZ, events BIGINT, seconds DOUBLE
 """, "one row per replay model: what it replays from where to where, against which live "

@@ -14,6 +14,8 @@ State keys, per store:
   "released": {sku: qty}, "returns": [return_id, ...]}``: the decision on an order, kept
   so a duplicate order never reserves twice and a return can release what was reserved.
 * ``restock:<restock_id>`` - marks a delivery as booked, so a duplicate never adds twice.
+* ``alerting:<sku>`` - ``"low"`` or ``"out"`` while an alert condition holds (hysteresis).
+* ``cooldown:<severity>`` - ``{"until": epoch ms, "held": n}``: the store's alert cooldown.
 
 Business records keep no TTL: an order must be known for as long as it can be returned.
 """
@@ -21,6 +23,7 @@ Business records keep no TTL: an order must be known for as long as it can be re
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
 from typing import Any
 
 from pipelines.services.state import KeyValueState, first_time
@@ -46,7 +49,15 @@ from shopstream.events import (
 )
 
 LOW_STOCK_THRESHOLD = 5
-"""An alert fires when a reservation takes a SKU's level from above this to at or below it."""
+"""A low-stock condition starts when a reservation takes a SKU's level from above this to at
+or below it; a stock-out when it takes it to 0."""
+CLEAR_LEVEL = 2 * LOW_STOCK_THRESHOLD
+"""A condition clears once the level is back above this (hysteresis: a SKU hovering around
+the threshold does not alert on every sale and restock)."""
+ALERT_COOLDOWN = timedelta(minutes=10)
+"""Per store and severity, at most one alert per this much event time: conditions that start
+meanwhile are counted into the next alert instead of each raising one (signals, not a
+flood: most store/SKU pairs open with a handful of units)."""
 
 INPUT_TYPES = frozenset({"OrderPlaced", "ItemReturned", "Restocked"})
 STOCK_EVENT_TYPES = frozenset(
@@ -76,9 +87,14 @@ def handle(event: Envelope, state: KeyValueState) -> list[Envelope]:
 
 
 def evolve(state: KeyValueState, event: Envelope) -> None:
-    """Apply one stock event to the levels in ``state``; other events change nothing."""
+    """Apply one stock event to the levels in ``state``; other events change nothing.
+
+    A level back above :data:`CLEAR_LEVEL` clears the SKU's alert condition.
+    """
     for movement in movements(event):
         state.set(level_key(movement.sku), movement.level_after)
+        if movement.delta > 0 and movement.level_after > CLEAR_LEVEL:
+            state.delete(f"alerting:{movement.sku}")
 
 
 def movements(event: Envelope) -> list[StockMovement]:
@@ -135,10 +151,34 @@ def _on_order(order: OrderPlaced, state: KeyValueState) -> list[Envelope]:
     state.set(record_key, {"status": "reserved", "lines": wanted, "released": {}, "returns": []})
     out.append(reserved)
     for m in reserved.payload.movements:
-        before = m.level_after - m.delta
-        if before > LOW_STOCK_THRESHOLD >= m.level_after:
-            out.append(_low_stock_alert(order, m.sku, m.level_after))
+        alert = _alert_condition(order, m, state)
+        if alert is not None:
+            out.append(alert)
     return out
+
+
+def _alert_condition(order: OrderPlaced, m: StockMovement, state: KeyValueState) -> Alert | None:
+    """The alert a reservation's movement raises, if it starts a condition and the store's
+    cooldown allows (else the condition is counted into the store's next alert)."""
+    before = m.level_after - m.delta
+    marker = f"alerting:{m.sku}"
+    current = state.get(marker)
+    if m.level_after == 0 and before > 0 and current != "out":
+        condition, severity = "out", "critical"
+    elif before > LOW_STOCK_THRESHOLD >= m.level_after and current is None:
+        condition, severity = "low", "warning"
+    else:
+        return None
+    state.set(marker, condition)
+    cooldown_key = f"cooldown:{severity}"
+    now = int(order.occurred_at.timestamp() * 1000)
+    cooldown = state.get(cooldown_key) or {"until": 0, "held": 0}
+    if now < int(cooldown["until"]):
+        state.set(cooldown_key, {**cooldown, "held": int(cooldown["held"]) + 1})
+        return None
+    window = int(ALERT_COOLDOWN.total_seconds() * 1000)
+    state.set(cooldown_key, {"until": now + window, "held": 0})
+    return _low_stock_alert(order, m.sku, m.level_after, severity, int(cooldown["held"]))
 
 
 def _on_return(ret: ItemReturned, state: KeyValueState) -> list[Envelope]:
@@ -190,17 +230,27 @@ def _on_restock(restock: Restocked, state: KeyValueState) -> list[Envelope]:
     return [event]
 
 
-def _low_stock_alert(cause: OrderPlaced, sku: str, level: int) -> Alert:
+def _low_stock_alert(
+    cause: OrderPlaced, sku: str, level: int, severity: str, held: int
+) -> Alert:
+    more = f" (and {held} more SKUs of this store since the last alert)" if held else ""
+    state = "out of stock" if level == 0 else f"down to {level} units"
     return derive(
         cause,
         Alert,
         AlertPayload(
             alert_id=str(derived_event_id(cause.event_id, "Alert", f"low_stock/{sku}")),
             kind="low_stock",
-            severity="critical" if level == 0 else "warning",
+            severity=severity,  # type: ignore[arg-type]
             subject=f"{cause.store_id}/{sku}",
-            message=f"{sku} at {cause.store_id} is down to {level} units",
-            details={"sku": sku, "level": level, "threshold": LOW_STOCK_THRESHOLD},
+            message=f"{sku} at {cause.store_id} is {state}{more}",
+            details={
+                "sku": sku,
+                "level": level,
+                "threshold": LOW_STOCK_THRESHOLD,
+                "more_skus": held,
+                "cooldown_min": ALERT_COOLDOWN.total_seconds() / 60,
+            },
         ),
         event_id=derived_event_id(cause.event_id, "Alert", f"low_stock/{sku}"),
     )

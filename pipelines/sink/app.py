@@ -29,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -128,11 +128,22 @@ def housekeeping(con: duckdb.DuckDBPyConnection) -> None:
     started = time.perf_counter()
     files_before = data_files(con)
     con.execute(f"CALL ducklake_merge_adjacent_files('{LAKE}')")
-    cutoff = f"now() - INTERVAL '{int(SNAPSHOT_RETENTION.total_seconds())} seconds'"
-    expired = con.execute(
-        f"CALL ducklake_expire_snapshots('{LAKE}', older_than => {cutoff})"
-    ).fetchall()
-    con.execute(f"CALL ducklake_cleanup_old_files('{LAKE}', older_than => {cutoff})")
+    # By version, not `older_than`: with a SQLite catalog, DuckLake 1.5.5 expired every
+    # snapshot for cutoffs within about 12 h of now (measured: a 6 h cutoff kept 1 of 7
+    # snapshots a second old). tests/unit/test_lake_writer.py checks recent ones survive.
+    # Snapshots replays compare against are kept as long as the replay (pipelines/replay).
+    kept = _replay_snapshots(con)
+    old = con.execute(
+        f"SELECT list(snapshot_id) FROM ducklake_snapshots('{LAKE}') WHERE snapshot_time < ? "
+        f"AND snapshot_id < (SELECT max(snapshot_id) FROM ducklake_snapshots('{LAKE}')) "
+        "AND NOT list_contains(?, snapshot_id)",
+        [datetime.now(UTC) - SNAPSHOT_RETENTION, kept],
+    ).fetchone()
+    versions = list(old[0] or []) if old else []
+    if versions:
+        con.execute(f"CALL ducklake_expire_snapshots('{LAKE}', versions => ?)", [versions])
+        # Files only expired snapshots used: no reader of a kept snapshot needs them.
+        con.execute(f"CALL ducklake_cleanup_old_files('{LAKE}', cleanup_all => true)")
     newest = generations(con)[-1:]
     for generation in newest:
         offsets = generation.table(t.OFFSETS.name)
@@ -143,10 +154,24 @@ def housekeeping(con: duckdb.DuckDBPyConnection) -> None:
     dropped = drop_old(con)
     log.info(
         "sink housekeeping: data files %d -> %d, %d snapshots expired, %s in %.2fs",
-        files_before, data_files(con), len(expired),
+        files_before, data_files(con), len(versions),
         f"dropped {', '.join(g.schema for g in dropped)}" if dropped else "no generation dropped",
         time.perf_counter() - started,
     )  # fmt: skip
+
+
+def _replay_snapshots(con: duckdb.DuckDBPyConnection) -> list[int]:
+    found = con.execute(
+        "SELECT count(*) FROM duckdb_tables() WHERE database_name = ? AND schema_name = 'main' "
+        "AND table_name = ?",
+        [LAKE, t.REPLAYS.name],
+    ).fetchone()
+    if not found or not found[0]:
+        return []
+    rows = con.execute(
+        f"SELECT live_snapshot FROM {LAKE}.main.{t.REPLAYS.name} WHERE live_snapshot IS NOT NULL"
+    ).fetchall()
+    return [int(r[0]) for r in rows]
 
 
 def data_files(con: duckdb.DuckDBPyConnection) -> int:

@@ -215,3 +215,8 @@ def test_housekeeping_merges_files_and_readers_carry_on(settings: Settings) -> N
     assert rm.totals() == before
     offsets = rm.sql(f"SELECT count(*) FROM {rm.table('sink_offsets')}").item()
     assert offsets == 1  # one row per partition left
+    # Recent snapshots are kept for "as of" views: the shop as it was half-way through.
+    snapshots = rm.snapshots()
+    assert len(snapshots) >= 30
+    earlier = rm.pinned(snapshots[len(snapshots) // 2].version).totals()["orders"]
+    assert 0 < earlier < before["orders"]

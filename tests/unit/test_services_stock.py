@@ -196,3 +196,43 @@ def test_rebuild_detects_a_log_that_contradicts_itself() -> None:
     log += stock.handle(s.order("o1", [("SKU-00001", 2, "1.00")]), st)
     with pytest.raises(stock.LogInconsistent):
         stock.rebuild_levels(log[1:])  # the reservation without the delivery before it
+
+
+def alerts_of(out: list[object]) -> list[Alert]:
+    return [e for e in out if isinstance(e, Alert)]
+
+
+def test_a_condition_alerts_once_until_a_restock_clears_it() -> None:
+    st = MemoryState()
+    stock.handle(s.restock("r1", "SKU-00001", 7), st)
+    assert alerts_of(stock.handle(s.order("o1", [("SKU-00001", 2, "1.00")], t=0), st))  # 7 -> 5
+    # Back to 7 (not above the clearing level 10), down again: the same condition, no alert.
+    stock.handle(s.restock("r2", "SKU-00001", 2, t=60), st)
+    assert not alerts_of(stock.handle(s.order("o2", [("SKU-00001", 2, "1.00")], t=3600), st))
+    # Restocked above the clearing level: cleared; the next crossing is a new condition.
+    stock.handle(s.restock("r3", "SKU-00001", 10, t=3700), st)  # 5 -> 15
+    out = stock.handle(s.order("o3", [("SKU-00001", 11, "1.00")], t=7200), st)  # 15 -> 4
+    assert [a.payload.severity for a in alerts_of(out)] == ["warning"]
+
+
+def test_a_store_alerts_at_most_once_per_cooldown_and_counts_what_it_held_back() -> None:
+    st = MemoryState()
+    for i in range(1, 5):
+        stock.handle(s.restock(f"r{i}", f"SKU-0000{i}", 6), st)
+    first = alerts_of(stock.handle(s.order("o1", [("SKU-00001", 2, "1.00")], t=0), st))
+    held = [
+        alerts_of(stock.handle(s.order(f"o{i}", [(f"SKU-0000{i}", 2, "1.00")], t=60 * i), st))
+        for i in (2, 3)
+    ]
+    assert len(first) == 1 and held == [[], []]  # within 10 minutes: counted, not raised
+    minutes = stock.ALERT_COOLDOWN.total_seconds()
+    [after] = alerts_of(stock.handle(s.order("o4", [("SKU-00004", 2, "1.00")], t=minutes + 1), st))
+    assert after.payload.details["more_skus"] == 2
+    assert "and 2 more SKUs" in after.payload.message
+
+
+def test_a_stock_out_is_critical_even_from_below_the_threshold() -> None:
+    st = MemoryState()
+    stock.handle(s.restock("r1", "SKU-00001", 3), st)
+    [alert] = alerts_of(stock.handle(s.order("o1", [("SKU-00001", 3, "1.00")]), st))
+    assert alert.payload.severity == "critical" and "out of stock" in alert.payload.message

@@ -1,0 +1,159 @@
+"""Replay: a new consumer group reads the order history from offset zero into a fresh model,
+beside the live one, and the two are compared at the same offsets."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import polars as pl
+import streamlit as st
+
+from dashboard.state import guarded, models, settings
+from pipelines.replay import engine
+from readmodels.queries import ReadModels
+from shopstream.settings import settings_env
+
+RUNNING_STALE_S = 5.0
+
+
+def _launch(args: list[str], log_name: str) -> None:
+    """Run ``shopstream <args>`` in the background (it outlives page reruns)."""
+    s = settings()
+    log_dir = Path(s.data_dir) / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    with open(log_dir / f"{log_name}.log", "ab") as log:
+        subprocess.Popen(
+            [sys.executable, "-m", "shopstream", *args], env=settings_env(s),
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+
+
+def _running(progress: engine.Progress | None) -> bool:
+    return (
+        progress is not None
+        and progress.state == "running"
+        and time.time() - progress.updated_at < RUNNING_STALE_S
+    )
+
+
+def render() -> None:
+    st.title("Replay")
+    st.caption(
+        "Event streaming: the log keeps every event, so a consumer that arrives late reads "
+        "the whole history from offset zero at its own pace. A replay starts a new consumer "
+        "group on the order history, rebuilds the order-history model into a fresh schema "
+        "beside the live one, and compares the two at the same offsets."
+    )
+    rm = models()
+    known = guarded(lambda: _replays(rm))
+    if known is None:
+        return
+    with st.form("start_replay"):
+        cols = st.columns([2, 3, 2])
+        name = cols[0].text_input("name", value=f"r{int(time.time()) % 100000}")
+        topics = cols[1].multiselect("history topics", engine.REPLAYABLE, default=["orders"])
+        since = cols[2].text_input("from time (ISO, optional)", placeholder="offset 0")
+        if st.form_submit_button("Start replay from offset 0", type="primary"):
+            chosen = [arg for topic in topics for arg in ("--topic", topic)]
+            args = ["replay", "start", name, "--plain", *chosen]
+            if since.strip():
+                args += ["--from-time", since.strip()]
+            _launch(args, f"replay-{name}")
+            st.session_state["replay_watch"] = name
+            st.toast(f"replay {name} started")
+            time.sleep(1.0)
+    if known:
+        st.subheader("Replay models")
+        st.dataframe(pl.DataFrame(known), hide_index=True)
+    names = [r["name"] for r in known]
+    watch = st.session_state.get("replay_watch")
+    if watch and watch not in names:
+        names = [watch, *names]
+    if not names:
+        st.info("No replay yet: start one above.")
+        return
+    chosen = st.selectbox("replay", names, index=names.index(watch) if watch in names else 0)
+    _progress(chosen)
+
+
+@st.fragment(run_every=1.0)
+def _progress(name: str) -> None:
+    s = settings()
+    progress = engine.read_progress(s, name)
+    if progress is None:
+        st.caption("waiting for the replay to start ...")
+        return
+    running = _running(progress)
+    state = progress.state if running or progress.state != "running" else "stopped"
+    cols = st.columns(4)
+    cols[0].metric("state", state)
+    cols[1].metric("events replayed", f"{progress.events:,}")
+    cols[2].metric("rate (events/s)", f"{progress.rate:,.0f}")
+    eta = progress.eta_s
+    cols[3].metric("time left", f"{eta:.0f} s" if eta is not None and running else "-")
+    rows = [
+        {"partition": f"{p.topic}[{p.partition}]", "offset": p.position, "target": p.target,
+         "high watermark": p.high_watermark, "done": round(100 * p.fraction, 1)}
+        for p in progress.partitions
+    ]  # fmt: skip
+    st.dataframe(
+        pl.DataFrame(rows), hide_index=True,
+        column_config={"done": st.column_config.ProgressColumn("done (%)", min_value=0,
+                                                               max_value=100, format="%.1f")},
+    )  # fmt: skip
+    buttons = st.columns(3)
+    if running and buttons[0].button("Stop", key=f"stop_{name}"):
+        os.kill(progress.pid, signal.SIGTERM)
+    if not running and state != "done" and buttons[0].button("Resume", key=f"resume_{name}"):
+        _launch(["replay", "start", name, "--plain"], f"replay-{name}")
+    if not running and buttons[2].button("Drop this replay", key=f"drop_{name}"):
+        _launch(["replay", "drop", name], f"replay-{name}")
+        st.session_state.pop("replay_watch", None)
+    if progress.state == "done":
+        _comparison(name)
+
+
+def _comparison(name: str) -> None:
+    cursor = models().cursor()
+    try:
+        results = engine.compare(cursor, name)
+    except Exception as exc:
+        st.info(f"No comparison: {exc}")
+        return
+    finally:
+        cursor.close()
+    equal = all(r.equal for r in results)
+    if equal:
+        st.success(
+            "Same log, same offsets, same model: the rebuilt order history equals the live "
+            "read models at the same offsets, table by table.", icon=":material/check_circle:",
+        )  # fmt: skip
+    else:
+        st.error("The rebuilt model differs from the live one.", icon=":material/error:")
+    st.dataframe(
+        pl.DataFrame([
+            {"table": r.table, "replay rows": r.replay_rows, "live rows": r.live_rows,
+             "only in replay": r.only_in_replay, "only in live": r.only_in_live,
+             "equal": r.equal}
+            for r in results
+        ]),
+        hide_index=True,
+    )  # fmt: skip
+    for r in results:
+        if r.samples:
+            st.caption(f"{r.table}: sample differences")
+            st.dataframe(pl.DataFrame(r.samples), hide_index=True)
+
+
+def _replays(rm: ReadModels) -> list[dict[str, object]]:
+    cursor = rm.cursor()
+    try:
+        return engine.replays(cursor)
+    finally:
+        cursor.close()
