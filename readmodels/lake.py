@@ -133,6 +133,8 @@ def connect(settings: Settings, *, read_only: bool) -> duckdb.DuckDBPyConnection
         con.execute(f"ATTACH 'ducklake:{location.catalog}' AS {LAKE} ({', '.join(options)})")
     except duckdb.Error as exc:
         con.close()
+        if read_only and "does not exist" in str(exc):  # the writer is creating it right now
+            raise LakeMissing(location) from None
         raise UserError(f"cannot open the read models ({location.describe()}): {exc}") from None
     if read_only:
         allowed = ", ".join(f"'{d}'" for d in location.local_dirs)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import signal
+import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -202,6 +203,8 @@ def run(name: str, namespace: str) -> None:
     if spec.run is None:
         raise UserError(f"{name} does not run this way - start it with "
                         f"`shopstream {' '.join(spec.command)}`")  # fmt: skip
+    # A stop request before the app runs (it installs its own handlers) ends it cleanly.
+    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
     configure_logging()
     settings = get_settings()
     ensure_state_is_this_brokers(settings, move_stale=False)

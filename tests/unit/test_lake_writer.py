@@ -14,49 +14,20 @@ import orjson
 import pytest
 from quixstreams.sinks import SinkBackpressureError
 
-from pipelines.runtime.outputs import AppCounters
-from pipelines.sink.app import LakeSink, data_files, feeds_for, housekeeping
-from pipelines.sink.writer import LakeWriter, Record
-from producers.simulator import ShopSimulator, SimConfig
-from readmodels.generations import generations, open_for
+from pipelines.sink.app import data_files, housekeeping
+from pipelines.sink.writer import Record
+from readmodels.generations import generations
 from readmodels.lake import connect
 from readmodels.queries import NoReadModels, ReadModels
 from shopstream.events import encode, headers_for
 from shopstream.settings import Settings, load_settings
-from shopstream.topics import CATALOG
 from support import service_samples as s
-
-START_MS = 1_764_590_400_000  # a Monday, 12:00 UTC
+from support.lake import feed, order_records, sink_for
 
 
 @pytest.fixture
 def settings(tmp_path: Path) -> Settings:
     return load_settings(data_dir=tmp_path / "data")
-
-
-def order_records(n: int, first_offset: int = 0, seed: int = 3) -> list[Record]:
-    """``n`` simulated orders as records of the ``orders`` topic, partition 0."""
-    out: list[Record] = []
-    for rec in ShopSimulator(SimConfig(start_ms=START_MS, seed=seed)).records():
-        if rec.event_type != "OrderPlaced":
-            continue
-        offset = first_offset + len(out)
-        out.append(("orders", 0, offset, rec.timestamp_ms, rec.key, rec.value, rec.headers))
-        if len(out) == n:
-            return out
-    raise AssertionError("the simulator ran dry")
-
-
-def sink_for(settings: Settings, broker_id: str = "b1") -> LakeSink:
-    con = connect(settings, read_only=False)
-    generation, _ = open_for(con, broker_id)
-    return LakeSink(LakeWriter(con, generation, feeds_for(CATALOG)), AppCounters())
-
-
-def feed(sink: LakeSink, records: list[Record]) -> None:
-    for topic, partition, offset, ts, key, value, headers in records:
-        sink.add(value, key, ts, headers, topic, partition, offset)
-    sink.flush()
 
 
 def expected_revenue(records: list[Record]) -> Decimal:
@@ -173,7 +144,7 @@ def test_readers_in_another_process_never_block_and_never_see_half_a_batch(
     writer = textwrap.dedent(f"""
         import sys
         sys.path[:0] = {sys.path!r}
-        from test_lake_writer import feed, order_records, sink_for
+        from support.lake import feed, order_records, sink_for
         from shopstream.settings import load_settings
         sink = sink_for(load_settings(data_dir={str(settings.data_dir)!r}))
         records = order_records(3000, first_offset=10, seed=4)

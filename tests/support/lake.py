@@ -1,0 +1,118 @@
+"""Read models for tests and benchmarks without a broker: the simulated shop run through the
+real router decision and the real services' rules in this process, then written by the
+real sink writer into a real DuckLake.
+
+This is the choreography without Kafka in between: each event goes to the services that
+subscribe to its topic (the app registry's declarations), whose outputs go on in turn,
+in order. Offsets are counted per topic partition as a broker would.
+"""
+
+from __future__ import annotations
+
+import zlib
+from collections import defaultdict, deque
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from pipelines.router import decide
+from pipelines.runtime.outputs import AppCounters
+from pipelines.services.apps import SERVICES, level_records
+from pipelines.services.state import MemoryState
+from pipelines.sink.app import LakeSink, feeds_for
+from pipelines.sink.writer import LakeWriter, Record
+from producers.simulator import ShopSimulator, SimConfig
+from readmodels.generations import open_for
+from readmodels.lake import connect
+from shopstream.events import encode, headers_for
+from shopstream.settings import Settings
+from shopstream.topics import CATALOG, STOCK_LEVELS
+
+PARTITIONS = 3
+START_MS = 1_764_590_400_000  # a Monday, 12:00 UTC
+
+
+def sink_for(settings: Settings, broker_id: str = "b1") -> LakeSink:
+    """A sink writing into ``settings``' lake, in the generation of ``broker_id``."""
+    con = connect(settings, read_only=False)
+    generation, _ = open_for(con, broker_id)
+    return LakeSink(LakeWriter(con, generation, feeds_for(CATALOG)), AppCounters())
+
+
+def order_records(n: int, first_offset: int = 0, seed: int = 3) -> list[Record]:
+    """``n`` simulated orders as records of the ``orders`` topic, partition 0."""
+    out: list[Record] = []
+    for rec in ShopSimulator(SimConfig(start_ms=START_MS, seed=seed)).records():
+        if rec.event_type != "OrderPlaced":
+            continue
+        offset = first_offset + len(out)
+        out.append(("orders", 0, offset, rec.timestamp_ms, rec.key, rec.value, rec.headers))
+        if len(out) == n:
+            return out
+    raise AssertionError("the simulator ran dry")
+
+
+def feed(sink: LakeSink, records: list[Record]) -> None:
+    """Hand ``records`` to ``sink`` as Quix would, then commit a checkpoint."""
+    for topic, partition, offset, ts, key, value, headers in records:
+        sink.add(value, key, ts, headers, topic, partition, offset)
+    sink.flush()
+
+
+@dataclass
+class ShopRun:
+    """The records every topic would hold after the simulated shop ran through the apps."""
+
+    records: list[Record] = field(default_factory=list)
+    _next: dict[tuple[str, int], int] = field(default_factory=lambda: defaultdict(int))
+
+    def append(self, topic: str, key: bytes, value: bytes, headers: list, ts: int) -> None:  # type: ignore[type-arg]
+        partition = zlib.crc32(key) % PARTITIONS  # any stable choice: offsets are per partition
+        offset = self._next[(topic, partition)]
+        self._next[(topic, partition)] += 1
+        self.records.append((topic, partition, offset, ts, key, value, headers))
+
+
+def shop_run(events: int, seed: int = 1, start_ms: int = START_MS) -> ShopRun:
+    """``events`` channel events of the simulated shop (after its opening stock), through
+    the router and every service, as the records of each topic."""
+    run = ShopRun()
+    subscribers: dict[str, list[str]] = defaultdict(list)
+    for definition in SERVICES.values():
+        for spec in definition.inputs:
+            subscribers[spec.name].append(definition.name)
+    states: dict[tuple[str, str], MemoryState] = defaultdict(MemoryState)
+    sim = ShopSimulator(SimConfig(start_ms=start_ms, seed=seed))
+    sent = 0
+    for rec in _channel_records(sim, events):
+        decision = decide(rec.value, None)
+        if decision.outcome != "routed" or decision.event is None or decision.route is None:
+            continue
+        sent += 1
+        pending = deque([(decision.route.name, decision.event, "router")])
+        while pending:
+            topic, event, app = pending.popleft()
+            ts = int(event.occurred_at.timestamp() * 1000)
+            key = event.store_id.encode()
+            stamp = [("app", app.encode()), ("emitted_at", str(ts + 5).encode())]
+            run.append(topic, key, encode(event), [*headers_for(event), *stamp], ts)
+            for service in subscribers.get(topic, []):
+                definition = SERVICES[service]
+                if event.event_type not in definition.accepts:
+                    continue
+                state = states[(service, event.store_id)]
+                for out in definition.rule(event, state):
+                    spec = definition.outputs[out.event_type]
+                    pending.append((spec.name, out, service))
+                    if service == "stock":
+                        for _, level_key, level_value in level_records(out):
+                            run.append(STOCK_LEVELS.name, level_key, level_value, [], ts)
+    assert sent > 0
+    return run
+
+
+def _channel_records(sim: ShopSimulator, events: int) -> Iterator:  # type: ignore[type-arg]
+    yield from sim.opening()
+    for i, rec in enumerate(sim.records()):
+        if i >= events:
+            return
+        yield rec

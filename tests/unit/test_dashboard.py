@@ -1,0 +1,133 @@
+"""Every dashboard page in Streamlit's AppTest: on real read models (the simulated shop run
+through the real rules and the real sink writer), with none at all, and with no broker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from shopstream import settings as settings_module
+from shopstream.settings import load_settings
+from support.lake import feed, shop_run, sink_for
+
+PAGES = ("overview", "inventory", "customers", "trace", "health", "replay")
+
+
+def page_script(page: str) -> str:
+    return (
+        "from dashboard.views import " + page + "\n"
+        + page + ".render()\n"
+    )  # fmt: skip
+
+
+@pytest.fixture(autouse=True)
+def fresh_caches(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # AppTest instances share Streamlit's caches and our cached settings: clear both.
+    monkeypatch.setenv("SHOPSTREAM_BROKER_ADDRESS", "127.0.0.1:1")  # no broker here
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    settings_module.get_settings.cache_clear()
+    yield
+    st.cache_data.clear()
+    st.cache_resource.clear()
+    settings_module.get_settings.cache_clear()
+
+
+@pytest.fixture(scope="module")
+def shop_lake(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    data = tmp_path_factory.mktemp("dashboard") / "data"
+    sink = sink_for(load_settings(data_dir=data))
+    records = shop_run(4000).records
+    for start in range(0, len(records), 20_000):
+        feed(sink, records[start : start + 20_000])
+    sink.writer.con.close()
+    return data
+
+
+def run_page(page: str, data: Path, monkeypatch: pytest.MonkeyPatch, **params: str) -> AppTest:
+    monkeypatch.setenv("SHOPSTREAM_DATA_DIR", str(data))
+    at = AppTest.from_string(page_script(page), default_timeout=30)
+    for key, value in params.items():
+        at.query_params[key] = value
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+def texts(at: AppTest) -> str:
+    parts = [m.value for m in (*at.title, *at.subheader, *at.markdown, *at.caption)]
+    parts += [e.value for e in (*at.info, *at.warning, *at.error, *at.success)]
+    return "\n".join(str(p) for p in parts)
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def test_overview_shows_orders_revenue_and_channels(
+    shop_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = run_page("overview", shop_lake, monkeypatch)
+    shown = metrics(at)
+    orders = int(shown["orders, last hour"].replace(",", ""))
+    assert orders > 0 and shown["revenue, last hour"].startswith("€")
+    assert "All time:" in texts(at)
+    assert len(at.dataframe) >= 2  # per channel, alerts
+
+
+def test_inventory_shows_levels_low_stock_and_rejections(
+    shop_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = run_page("inventory", shop_lake, monkeypatch)
+    shown = metrics(at)
+    assert int(shown["store x SKU pairs stocked"].replace(",", "")) > 1000
+    assert int(shown["units on hand"].replace(",", "")) > 0
+    assert "event sourcing" in texts(at)
+
+
+def test_customers_shows_questions_with_their_answers(
+    shop_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = run_page("customers", shop_lake, monkeypatch)
+    assert int(metrics(at)["answered"]) > 0
+
+
+def test_order_trace_follows_an_order_across_the_services(
+    shop_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = run_page("trace", shop_lake, monkeypatch)
+    assert "Type an order id" in texts(at)
+    order_id = at.dataframe[0].value["order_id"].iloc[0]
+    at = run_page("trace", shop_lake, monkeypatch, order=order_id)
+    chain = texts(at)
+    assert "OrderPlaced" in chain and "by `router`" in chain
+    assert "StockReserved" in chain or "StockRejected" in chain
+    assert int(metrics(at)["services involved"]) >= 2
+
+
+def test_health_says_the_broker_is_unreachable_and_still_shows_the_read_models(
+    shop_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = run_page("health", shop_lake, monkeypatch)
+    shown = texts(at)
+    assert "Broker unreachable" in shown and "127.0.0.1:1" in shown
+    assert "how far behind the newest event" in shown
+    assert any("read_model" in d.value.columns for d in at.dataframe)
+
+
+def test_replay_page_offers_to_start_one(shop_lake: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = run_page("replay", shop_lake, monkeypatch)
+    assert at.button[0].label == "Start replay from offset 0"
+    assert "No replay yet" in texts(at)
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_says_what_to_do_when_there_are_no_read_models(
+    page: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    at = run_page(page, tmp_path / "empty", monkeypatch)
+    assert "No read models yet" in texts(at) and "shopstream up" in texts(at)
