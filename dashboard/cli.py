@@ -26,14 +26,16 @@ DEFAULT_PORT = 8501
 
 
 @click.command("dashboard")
-@click.option("--port", type=click.IntRange(1, 65535), default=DEFAULT_PORT, show_default=True)
+@click.option("--port", type=click.IntRange(1, 65535),
+              help="Port to serve on (default SHOPSTREAM_DASHBOARD_PORT, 8501).")  # fmt: skip
 @click.option("--address", default="127.0.0.1", show_default=True,
               help="Interface to listen on (0.0.0.0 in a container).")  # fmt: skip
-def dashboard(port: int, address: str) -> None:
+def dashboard(port: int | None, address: str) -> None:
     """Serve the live dashboard until Ctrl-C or SIGTERM."""
+    settings = get_settings()
+    port = port or settings.dashboard_port
     if port_in_use("127.0.0.1", port):
         raise UserError(f"port {port} is already in use - stop what listens there or use --port")
-    settings = get_settings()
     url = f"http://{'127.0.0.1' if address in ('0.0.0.0', '') else address}:{port}"
     command = [
         sys.executable, "-m", "streamlit", "run", str(APP_FILE),

@@ -136,6 +136,7 @@ def connect(settings: Settings, *, read_only: bool) -> duckdb.DuckDBPyConnection
         if read_only and "does not exist" in str(exc):  # the writer is creating it right now
             raise LakeMissing(location) from None
         raise UserError(f"cannot open the read models ({location.describe()}): {exc}") from None
+    con.execute("SET TimeZone = 'UTC'")  # days and minutes of the read models are UTC's
     if read_only:
         allowed = ", ".join(f"'{d}'" for d in location.local_dirs)
         con.execute(f"SET allowed_directories = [{allowed}]")

@@ -86,9 +86,12 @@ class ReadModels:
         return other
 
     def table(self, name: str) -> str:
-        """``lake.gen_NNNN.name``, with the ``AT (VERSION => n)`` clause when pinned."""
+        """``lake.gen_NNNN.name``; when pinned, a subquery over it ``AT (VERSION => n)``
+        (a subquery, so that callers may alias it like any table)."""
         qualified = self.generation.table(name)
-        return f"{qualified} AT (VERSION => {int(self.as_of)})" if self.as_of else qualified
+        if not self.as_of:
+            return qualified
+        return f"(SELECT * FROM {qualified} AT (VERSION => {int(self.as_of)}))"
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A cursor on the kept read-only connection (close it when done)."""

@@ -63,6 +63,9 @@ class Settings(BaseSettings):
     lake_data_path: str | None = Field(
         None, description="Where the read models' Parquet files go (default <data_dir>/lake/files/)"
     )
+    dashboard_port: int = Field(
+        8501, ge=1, le=65535, description="Port of the dashboard (on 127.0.0.1 by default)"
+    )
     partitions: int = Field(
         3, ge=1, le=1000,
         description="Partitions of every catalog topic (apps scale up to this many replicas)",

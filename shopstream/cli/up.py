@@ -41,15 +41,20 @@ from shopstream.cli.core import (
 from shopstream.errors import UserError
 from shopstream.kafka import fetch_metadata
 from shopstream.logs import configure_logging
-from shopstream.settings import get_settings, load_settings
+from shopstream.settings import Settings, get_settings, load_settings
 from shopstream.supervisor import BROKER_DIED, Supervisor
 from shopstream.topics import ALL_TOPICS
 
 log = logging.getLogger("shopstream")
 
 
-def _urls(apps: list[AppSpec]) -> dict[str, str]:
-    return {a.name: f"http://127.0.0.1:{a.port}" for a in apps if a.port}
+def _urls(apps: list[AppSpec], settings: Settings) -> dict[str, str]:
+    """Where the apps that serve something listen (the dashboard, on its setting's port)."""
+    return {
+        a.name: f"http://127.0.0.1:{settings.dashboard_port if a.kind == 'dashboard' else a.port}"
+        for a in apps
+        if a.port
+    }
 
 
 @click.command()
@@ -92,10 +97,10 @@ def up(
         ensure_state_is_this_brokers(settings, move_stale=True)
         with Supervisor(settings, apps, broker) as supervisor, stop_signals() as stop:
             supervisor.start_all()
-            for name, url in _urls(apps).items():
+            for name, url in _urls(apps, settings).items():
                 log.info("%s: %s", name, url)
             live = not plain and sys.stdout.isatty()
-            board = StatusBoard(supervisor, settings.broker_address, _urls(apps))
+            board = StatusBoard(supervisor, settings.broker_address, _urls(apps, settings))
             ended = _wait(supervisor, stop, duration, board if live else None)
         if ended == BROKER_DIED:
             where = broker.log_path if broker else None
