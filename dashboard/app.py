@@ -9,7 +9,16 @@ from __future__ import annotations
 import streamlit as st
 
 from dashboard.state import as_of_picker
-from dashboard.views import customers, health, inventory, overview, replay, trace
+from dashboard.views import (
+    customers,
+    health,
+    inventory,
+    overview,
+    replay,
+    topology,
+    tour,
+    trace,
+)
 
 st.set_page_config(page_title="shopstream", page_icon=":material/storefront:", layout="wide")
 
@@ -25,6 +34,8 @@ PAGES = [
     _page(trace.render, "Order trace", "account_tree", "trace"),
     _page(health.render, "Pipeline health", "health_and_safety", "health"),
     _page(replay.render, "Replay", "history", "replay"),
+    _page(topology.render, "Topology", "hub", "topology"),
+    _page(tour.render, "Tour: five models", "school", "tour"),
 ]
 
 page = st.navigation(PAGES)

@@ -51,6 +51,17 @@ def run_dir(settings: Settings) -> Path:
     return Path(settings.data_dir) / "run"
 
 
+START_REQUEST = ".start"
+
+
+def request_start(settings: Settings, name: str) -> Path:
+    """Ask ``shopstream up`` to start app ``name`` again if it stopped (a file it watches)."""
+    path = run_dir(settings) / f"{name}{START_REQUEST}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(str(time.time()))
+    return path
+
+
 def write_status(path: Path, status: ProcessStatus) -> None:
     """Replace ``path`` with ``status`` atomically."""
     status.updated_at = time.time()

@@ -15,6 +15,8 @@ Guarantees:
 * If the broker ``up`` started dies, :meth:`Supervisor.wait` returns at once with
   :data:`BROKER_DIED`, so ``up`` can say so and exit non-zero instead of leaving the
   apps to retry against nothing.
+* An app that finished or gave up is started again when asked
+  (:func:`shopstream.status.request_start`).
 * On stop every child gets SIGTERM, in reverse start order, then SIGKILL after a grace
   period.
 """
@@ -35,7 +37,7 @@ from typing import IO, Literal, Self
 from shopstream.apps import AppSpec
 from shopstream.brokers.base import BrokerProcess
 from shopstream.settings import Settings, settings_env
-from shopstream.status import ProcessStatus, read_statuses, run_dir
+from shopstream.status import START_REQUEST, ProcessStatus, read_statuses, run_dir
 
 log = logging.getLogger("shopstream.up")
 MAX_RESTARTS = 5
@@ -158,6 +160,11 @@ class Supervisor:
                 self._log_status()
 
     def _check(self, child: Child, now: float) -> None:
+        if child.state in ("finished", "failed") and self._start_requested(child):
+            log.info("%s: start requested; starting it again", child.spec.name)
+            child.restarts = 0
+            self._spawn(child)
+            return
         if child.state == "restarting" and now >= child.restart_at:
             child.restarts += 1
             child.total_restarts += 1
@@ -193,6 +200,15 @@ class Supervisor:
         log.warning("%s exited with %d; restarting in %.0fs", name, code, delay)
         child.state = "restarting"
         child.restart_at = now + delay
+
+    def _start_requested(self, child: Child) -> bool:
+        """A stopped app is started again when someone asks (``status.request_start``:
+        the tour stops a service and starts it again)."""
+        request = run_dir(self.settings) / f"{child.spec.name}{START_REQUEST}"
+        if not request.exists():
+            return False
+        request.unlink(missing_ok=True)
+        return True
 
     def _log_status(self) -> None:
         alive = self.running()

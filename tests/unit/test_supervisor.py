@@ -119,3 +119,17 @@ def test_the_death_of_the_broker_ends_the_supervisor(tmp_path: Path) -> None:
         os.kill(broker.pid or 0, 9)
         assert sup.wait(10.0) == BROKER_DIED
     broker.stop()
+
+
+def test_a_stopped_app_starts_again_when_asked(tmp_path: Path) -> None:
+    from shopstream.status import request_start
+
+    starts = tmp_path / "starts"
+    app = script("once", counting(starts, "sys.exit(0)"))
+    settings = load_settings(data_dir=tmp_path)
+    with Supervisor(settings, [app], launcher=PYTHON) as sup:
+        sup.start_all()
+        wait_for(lambda: sup.children["once"].state == "finished")
+        request_start(settings, "once")
+        wait_for(lambda: starts.read_text().count("start") == 2)
+        wait_for(lambda: sup.children["once"].state == "finished")
