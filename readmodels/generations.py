@@ -13,6 +13,7 @@ newest. Older generations stay, for analysis, until housekeeping drops them (the
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -22,6 +23,8 @@ from readmodels.lake import LAKE
 from readmodels.schema import GENERATIONS, TABLES
 
 KEEP_GENERATIONS = 3
+OPEN_ATTEMPTS = 5
+"""Tries to open a generation when other sinks create one at the same moment."""
 REGISTRY = f"{LAKE}.main.{GENERATIONS.name}"
 
 
@@ -75,12 +78,29 @@ def current(con: duckdb.DuckDBPyConnection) -> Generation | None:
 def open_for(con: duckdb.DuckDBPyConnection, broker_id: str) -> tuple[Generation, bool]:
     """The generation of ``broker_id``: the newest one if it is that broker's, else a new
     one, created with every table in one transaction. Returns ``(generation, created)``.
+
+    Safe when several sinks (replicas on a shared catalog) start at once: they race to
+    create the same generation, DuckLake lets one commit and fails the others (a
+    conflict, or the schema already there); a loser rolls back, reads the registry again
+    and takes the winner's generation (``created`` False). Exactly one ``created`` True.
     """
-    newest = current(con)
-    if newest is not None and newest.broker_id == broker_id:
-        return newest, False
-    number = newest.number + 1 if newest is not None else 1
-    made = Generation(number, schema_name(number), broker_id)
+    for attempt in range(1, OPEN_ATTEMPTS + 1):
+        newest = current(con)
+        if newest is not None and newest.broker_id == broker_id:
+            return newest, False
+        number = newest.number + 1 if newest is not None else 1
+        made = Generation(number, schema_name(number), broker_id)
+        try:
+            _create(con, made)
+        except (duckdb.TransactionException, duckdb.CatalogException):
+            if attempt == OPEN_ATTEMPTS:
+                raise
+            continue  # another sink created it first: read the registry again
+        return made, True
+    raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+
+def _create(con: duckdb.DuckDBPyConnection, made: Generation) -> None:
     con.execute("BEGIN")
     try:
         if not _registry_exists(con):
@@ -90,13 +110,19 @@ def open_for(con: duckdb.DuckDBPyConnection, broker_id: str) -> tuple[Generation
             con.execute(f"CREATE TABLE {made.table(table.name)} ({table.columns})")
         con.execute(
             f"INSERT INTO {REGISTRY} VALUES (?, ?, ?, now(), ?)",
-            [made.number, made.schema, broker_id, "read models of this broker"],
+            [made.number, made.schema, made.broker_id, "read models of this broker"],
         )
         con.execute("COMMIT")
     except BaseException:
-        con.execute("ROLLBACK")
+        rollback(con)
         raise
-    return made, True
+
+
+def rollback(con: duckdb.DuckDBPyConnection) -> None:
+    """Roll back the open transaction, if any: a COMMIT that failed (a DuckLake conflict)
+    has already ended it, and a second error would hide the first."""
+    with contextlib.suppress(duckdb.TransactionException):  # no transaction is active
+        con.execute("ROLLBACK")
 
 
 def drop_old(con: duckdb.DuckDBPyConnection, keep: int = KEEP_GENERATIONS) -> list[Generation]:
@@ -104,7 +130,11 @@ def drop_old(con: duckdb.DuckDBPyConnection, keep: int = KEEP_GENERATIONS) -> li
     dropped = generations(con)[:-keep] if keep > 0 else []
     for old in dropped:
         con.execute("BEGIN")
-        con.execute(f"DROP SCHEMA IF EXISTS {LAKE}.{old.schema} CASCADE")
-        con.execute(f"DELETE FROM {REGISTRY} WHERE generation = ?", [old.number])
-        con.execute("COMMIT")
+        try:
+            con.execute(f"DROP SCHEMA IF EXISTS {LAKE}.{old.schema} CASCADE")
+            con.execute(f"DELETE FROM {REGISTRY} WHERE generation = ?", [old.number])
+            con.execute("COMMIT")
+        except BaseException:
+            rollback(con)  # another replica's housekeeping dropped it first: next time
+            raise
     return dropped

@@ -15,6 +15,9 @@ command -v java >/dev/null || need+=(default-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 # docker-compose (v1) validates compose.yaml offline; no Docker engine is needed for that.
 command -v docker-compose >/dev/null || need+=(docker-compose)
+# PostgreSQL: the tests start their own server for the read models' DuckLake catalog.
+command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
+  || need+=(postgresql)
 if [ ${#need[@]} -gt 0 ]; then
   echo "installing system packages: ${need[*]}"
   as_root apt-get update -qq && as_root apt-get install -y -qq "${need[@]}" >/dev/null \

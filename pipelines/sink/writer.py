@@ -8,11 +8,21 @@ partition stands, and the sink skips what is already there: the same batch writt
 leaves the same rows. Parsing happens before the transaction, in temp tables, so the
 transaction is short (a commit costs tens of milliseconds whatever its size: one per
 checkpoint, never one per partition or per row).
+
+Several writers on one catalog (sink replicas on PostgreSQL, one consumer group) keep
+those guarantees: each partition has one owner at a time, and inside the transaction the
+writer checks the stored offsets of the partitions it writes, so records another replica
+wrote before the partition moved (it crashed after its lake commit, before its Kafka
+commit) are dropped, not written twice. Two commits that conflict (both replace stock
+levels) fail one of them as a whole in DuckLake; :meth:`LakeWriter.write` then writes the
+same records again, up to :data:`COMMIT_ATTEMPTS` times, before it gives up with the
+error (the sink then pauses and retries, see :mod:`pipelines.sink.app`).
 """
 
 from __future__ import annotations
 
 import logging
+import random
 import time
 from collections import defaultdict
 from dataclasses import dataclass, field
@@ -21,10 +31,11 @@ from typing import Any
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from pipelines.sink.feeds import Feed, lineage_select
 from readmodels import schema as t
-from readmodels.generations import Generation
+from readmodels.generations import Generation, rollback
 
 log = logging.getLogger("pipelines.sink")
 
@@ -48,6 +59,11 @@ UNREADABLE = """
     FROM {src} WHERE e IS NULL"""
 """Dead-letter rows for records of event topics the sink cannot parse (not from the router)."""
 
+COMMIT_ATTEMPTS = 8
+"""Writes of one batch before a commit conflict is given up on (with backoff between)."""
+RETRY_WAIT_S = 0.05
+"""First wait after a conflict; doubled each time, with jitter, at most one second."""
+
 Record = tuple[str, int, int, int, bytes | None, bytes | None, list[tuple[str, bytes]]]
 """``(topic, partition, offset, timestamp, key, value, headers)`` as Quix hands them over."""
 
@@ -59,6 +75,28 @@ class WriteResult:
     records: int = 0
     rows: dict[str, int] = field(default_factory=dict)
     seconds: float = 0.0
+    conflicts: int = 0
+    """Commits that lost to another writer's and were written again."""
+    already_written: int = 0
+    """Records dropped because another writer had already written them."""
+
+
+class AlreadyWritten(Exception):
+    """Some records of the batch are below the offsets the lake already holds: another
+    writer wrote them (the partition moved to this one since)."""
+
+    def __init__(self, stored: dict[tuple[str, int], int]) -> None:
+        super().__init__(f"already written up to {stored}")
+        self.stored = stored
+
+
+def is_conflict(exc: BaseException) -> bool:
+    """True if ``exc`` is DuckLake refusing a commit because another transaction changed
+    the same thing first (or kept winning its internal retries): the write may be redone."""
+    text = str(exc)
+    return isinstance(exc, duckdb.TransactionException) and (
+        "Transaction conflict" in text or "maximum retry count" in text
+    )
 
 
 class LakeWriter:
@@ -96,10 +134,50 @@ class LakeWriter:
 
     def write_arrow(self, raw: pa.Table) -> WriteResult:
         """:meth:`write` for records already in an Arrow table of :data:`RAW_SCHEMA`
-        (``headers`` may be null when lineage is off)."""
+        (``headers`` may be null when lineage is off).
+
+        A commit that conflicts with another writer's is written again (after a short,
+        growing wait); records another writer already holds are dropped first. Either way
+        one transaction per attempt: rows and offsets commit together or not at all.
+        """
         started = time.perf_counter()
-        con = self.con.cursor()
+        conflicts = dropped = 0
+        while True:
+            try:
+                result = self._write_once(raw)
+                break
+            except AlreadyWritten as exc:
+                for key, stored in exc.stored.items():  # in place: the sink's skip map
+                    self.next_offsets[key] = max(self.next_offsets.get(key, 0), stored)
+                before = raw.num_rows
+                raw = _unwritten(raw, self.next_offsets)
+                dropped += before - raw.num_rows
+                log.info(
+                    "sink: %d records were already written by another writer (a partition "
+                    "moved here); writing the other %d", before - raw.num_rows, raw.num_rows,
+                )  # fmt: skip
+            except duckdb.TransactionException as exc:
+                conflicts += 1
+                if not is_conflict(exc) or conflicts >= COMMIT_ATTEMPTS:
+                    raise
+                wait = min(RETRY_WAIT_S * 2 ** (conflicts - 1), 1.0) * random.uniform(0.5, 1)
+                log.info(
+                    "sink: commit conflicted with another writer's (%s); writing the same "
+                    "%d records again in %.0f ms (attempt %d of %d)",
+                    str(exc).splitlines()[-1][:160], raw.num_rows, wait * 1000,
+                    conflicts + 1, COMMIT_ATTEMPTS,
+                )  # fmt: skip
+                time.sleep(wait)
+        result.conflicts, result.already_written = conflicts, dropped
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _write_once(self, raw: pa.Table) -> WriteResult:
         result = WriteResult(records=raw.num_rows)
+        if raw.num_rows == 0:
+            return result
+        con = self.con.cursor()
+        offsets = self.generation.table(t.OFFSETS.name)
         try:
             con.register("raw", raw)
             ends = con.execute(
@@ -109,6 +187,15 @@ class LakeWriter:
             outputs = self._materialize(con, selects)
             con.execute("BEGIN")
             try:
+                # In the transaction's snapshot: did another writer get here first?
+                ahead = con.execute(
+                    f"SELECT o.topic, o.kafka_partition, max(o.next_offset) FROM {offsets} o "
+                    "JOIN (SELECT topic, kafka_partition, min(kafka_offset) AS first FROM raw "
+                    "GROUP BY ALL) r USING (topic, kafka_partition) "
+                    "GROUP BY ALL HAVING max(o.next_offset) > min(r.first)"
+                ).fetchall()
+                if ahead:
+                    raise AlreadyWritten({(str(tp), int(p)): int(n) for tp, p, n in ahead})
                 for table, (temp, _) in outputs.items():
                     target = self.generation.table(table)
                     if table == t.LEVELS.name:  # the latest level per key: replace the keys
@@ -118,13 +205,13 @@ class LakeWriter:
                         )
                     con.execute(f"INSERT INTO {target} SELECT * FROM {temp}")
                 con.execute(
-                    f"INSERT INTO {self.generation.table(t.OFFSETS.name)} "
+                    f"INSERT INTO {offsets} "
                     "SELECT topic, kafka_partition, max(kafka_offset) + 1, now() FROM raw "
                     "GROUP BY ALL"
                 )
                 con.execute("COMMIT")
             except BaseException:
-                con.execute("ROLLBACK")
+                rollback(con)
                 raise
             result.rows = {table: rows for table, (_, rows) in outputs.items()}
         finally:
@@ -133,7 +220,6 @@ class LakeWriter:
         for topic, partition, end in ends:
             key = (str(topic), int(partition))
             self.next_offsets[key] = max(self.next_offsets.get(key, 0), int(end))
-        result.seconds = time.perf_counter() - started
         return result
 
     def _prepare(self, con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
@@ -179,6 +265,18 @@ class LakeWriter:
             if found and found[0]:
                 outputs[table] = (temp, int(found[0]))
         return outputs
+
+
+def _unwritten(raw: pa.Table, next_offsets: dict[tuple[str, int], int]) -> pa.Table:
+    """The records of ``raw`` at or past ``next_offsets`` of their partition."""
+    floor = [
+        next_offsets.get((topic, partition), 0)
+        for topic, partition in zip(
+            raw.column("topic").to_pylist(), raw.column("kafka_partition").to_pylist(),
+            strict=True,
+        )
+    ]
+    return raw.filter(pc.greater_equal(raw.column("kafka_offset"), pa.array(floor, pa.int64())))
 
 
 def _arrow(records: list[Record]) -> pa.Table:
