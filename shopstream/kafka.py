@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Iterable
 from typing import Any
 
-from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka import Consumer, KafkaError, KafkaException, Producer
 from confluent_kafka.admin import AdminClient, ClusterMetadata, ConfigResource
 
-from shopstream.errors import BrokerUnreachable
+from shopstream.errors import BrokerAuthFailed, BrokerUnreachable
 from shopstream.settings import Settings
 
 CLIENT_MAX_MESSAGE_BYTES = 1_000_000
@@ -131,19 +132,56 @@ def unreachable_reason(address: str, timeout: float = 1.0) -> str | None:
 
 
 def fetch_metadata(settings: Settings, timeout: float = 5.0) -> ClusterMetadata:
-    """Cluster metadata, or :class:`BrokerUnreachable` if nobody answers in time."""
+    """Cluster metadata, or :class:`BrokerUnreachable` if nobody answers in time, or
+    :class:`BrokerAuthFailed` (as soon as the broker says so) if it refuses the SASL
+    credentials of the settings."""
     # A plain TCP probe first: it fails in milliseconds with a precise reason
     # (refused, unknown host) where librdkafka would retry until the timeout.
     refused = unreachable_reason(settings.broker_address)
     if refused:
         raise BrokerUnreachable(settings.broker_address, refused)
-    # log_level 0: the caller reports an unreachable broker in one line of its own.
-    probe = {"socket.connection.setup.timeout.ms": 2000, "log_level": 0}
+    auth_failed: list[KafkaError] = []
+
+    def on_error(err: KafkaError) -> None:
+        if err.code() == KafkaError._AUTHENTICATION:
+            auth_failed.append(err)
+
+    # log_level 0: the caller reports an unreachable broker in one line of its own. The
+    # client reports a refused login through error_cb only (list_topics just times out).
+    probe = {"socket.connection.setup.timeout.ms": 2000, "log_level": 0, "error_cb": on_error}
     admin = AdminClient(connection_config(settings) | probe)
-    try:
-        return admin.list_topics(timeout=timeout)
-    except KafkaException as exc:
-        raise BrokerUnreachable(settings.broker_address, _short(exc)) from None
+    deadline = time.monotonic() + timeout
+    while True:
+        # In slices, so that a refused login ends the wait as soon as it is reported.
+        wait = max(0.1, min(1.0, deadline - time.monotonic()))
+        started = time.monotonic()
+        try:
+            return admin.list_topics(timeout=wait)
+        except KafkaException as exc:
+            admin.poll(0)  # serves error_cb
+            if auth_failed:
+                raise BrokerAuthFailed(
+                    settings.broker_address, settings.sasl_username or "",
+                    settings.sasl_mechanism or "",
+                ) from None  # fmt: skip
+            gave_up = time.monotonic() - started < wait * 0.9  # failed before its time
+            if gave_up or time.monotonic() >= deadline:
+                raise BrokerUnreachable(
+                    settings.broker_address, _short(exc), _handshake_hint(settings)
+                ) from None
+
+
+def _handshake_hint(settings: Settings) -> str:
+    """What to check when a server accepts TCP but no Kafka session comes of it."""
+    if settings.sasl_mechanism is None and settings.tls_ca_file is None:
+        return (
+            "something listens there but no Kafka session came of it: if it requires SASL "
+            "or TLS, set SHOPSTREAM_SASL_* or SHOPSTREAM_TLS_CA_FILE, else check the address"
+        )
+    return (
+        "something listens there but no Kafka session came of it: check "
+        "SHOPSTREAM_BROKER_ADDRESS and the SASL/TLS settings"
+    )
 
 
 def _short(exc: KafkaException) -> str:

@@ -21,6 +21,13 @@ How it runs:
   ``data_dir`` is given: then the log directory is formatted once and kept, and
   ``stop()`` followed by ``start()`` is a broker restart on the same log directory
   (durable, like Redpanda on its volume).
+* ``scram_users`` adds a second client listener that requires SASL/SCRAM
+  (``SCRAM-SHA-256`` and ``SCRAM-SHA-512``) at :attr:`KafkaReferenceBroker.sasl_address`,
+  with those users' credentials written into the storage as it is formatted
+  (``StorageTool format --add-scram``, the KRaft way: no user exists before the
+  broker does). The plaintext listener stays for the broker itself (inter-broker
+  traffic such as transaction markers, and the readiness probe); clients under test
+  connect to the SASL one.
 
 No Kafka code or jar is part of this repository.
 """
@@ -57,6 +64,9 @@ MIN_JAVA = 17
 """Kafka 4.x brokers need Java 17 or newer."""
 
 _RESOURCES = "kafka-reference"
+SCRAM_MECHANISMS = ("SCRAM-SHA-256", "SCRAM-SHA-512")
+"""What the SASL listener offers (``scram_users`` get credentials for both)."""
+_CREDENTIAL = re.compile(r"^[A-Za-z0-9._-]+$")
 _POM_NS = {"m": "http://maven.apache.org/POM/4.0.0"}
 
 
@@ -269,6 +279,9 @@ class KafkaReferenceBroker(BrokerProcess):
     ``{"auto.create.topics.enable": "true"}``. ``data_dir`` makes it durable: storage
     is formatted there on first start only and survives ``stop()``; later starts (of
     this object, same ports, or of a new one on the same folder and ports) resume it.
+    ``scram_users`` (name -> password, letters, digits, ``._-``) opens a SASL/SCRAM
+    listener at :attr:`sasl_address` that knows exactly those users (see the module
+    docstring); a wrong password there fails authentication.
     """
 
     kind: BrokerKind = "kafka"
@@ -283,12 +296,26 @@ class KafkaReferenceBroker(BrokerProcess):
         heap: str = "512m",
         config: Mapping[str, str] | None = None,
         data_dir: Path | None = None,
+        scram_users: Mapping[str, str] | None = None,
+        sasl_port: int | None = None,
     ) -> None:
         super().__init__(port=port, log_path=log_path)
         self.data_dir = data_dir
         self.controller_port = controller_port or free_port(self.host)
         while self.controller_port == self.port:
             self.controller_port = free_port(self.host)
+        self.scram_users = dict(scram_users or {})
+        for name, password in self.scram_users.items():
+            if not (_CREDENTIAL.match(name) and _CREDENTIAL.match(password)):
+                raise ValueError(
+                    f"SCRAM user {name!r}: names and passwords are letters, digits and ._- "
+                    "(StorageTool parses them unquoted)"
+                )
+        self.sasl_port: int | None = None
+        if self.scram_users:
+            self.sasl_port = sasl_port or free_port(self.host)
+            while self.sasl_port in (self.port, self.controller_port):
+                self.sasl_port = free_port(self.host)
         self.cache_dir = cache_dir
         self.heap = heap
         self.config = dict(config or {})
@@ -302,15 +329,27 @@ class KafkaReferenceBroker(BrokerProcess):
         return kafka_version()
 
     @property
+    def sasl_address(self) -> str:
+        """``host:port`` of the SASL/SCRAM listener (only with ``scram_users``)."""
+        if self.sasl_port is None:
+            raise ValueError("this broker has no SASL listener: pass scram_users")
+        return f"{self.host}:{self.sasl_port}"
+
+    @property
     def description(self) -> str:
         where = (
             f"data in {self.data_dir}, kept when the broker stops"
             if self.data_dir
             else "data in a temp dir, deleted when the broker stops"
         )
+        sasl = (
+            f", SASL/SCRAM on {self.sasl_address} for {len(self.scram_users)} user(s)"
+            if self.scram_users
+            else ""
+        )
         return (
-            f"Apache Kafka {self.version} (KRaft, single node) listening on {self.address} "
-            f"({where})"
+            f"Apache Kafka {self.version} (KRaft, single node) listening on {self.address}"
+            f"{sasl} ({where})"
         )
 
     @property
@@ -358,12 +397,33 @@ class KafkaReferenceBroker(BrokerProcess):
             ),
             "advertised.listeners": f"PLAINTEXT://{self.host}:{self.port}",
             "log.dirs": str(data_dir),
-        } | self.config
+        } | self._sasl_properties() | self.config
         lines = [f"{key}={value}" for key, value in dynamic.items()]
         template = _resource("server.properties").decode()
         return f"{template}\n# --- per run (shopstream.brokers.kafka_reference) ---\n" + "".join(
             f"{line}\n" for line in lines
         )
+
+    def _sasl_properties(self) -> dict[str, str]:
+        if not self.scram_users:
+            return {}
+        plain = f"PLAINTEXT://{self.host}:{self.port}"
+        sasl = f"SASL_PLAINTEXT://{self.host}:{self.sasl_port}"
+        # The server side of SCRAM needs a login module per mechanism on the listener;
+        # the credentials themselves are in the cluster metadata (--add-scram).
+        jaas = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "listeners": f"{plain},{sasl},CONTROLLER://{self.host}:{self.controller_port}",
+            "advertised.listeners": f"{plain},{sasl}",
+            "listener.security.protocol.map": (
+                "PLAINTEXT:PLAINTEXT,SASL_PLAINTEXT:SASL_PLAINTEXT,CONTROLLER:PLAINTEXT"
+            ),
+            "sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS),
+            **{
+                f"listener.name.sasl_plaintext.{m.lower()}.sasl.jaas.config": jaas
+                for m in SCRAM_MECHANISMS
+            },
+        }
 
     def _java(self) -> str:
         java = shutil.which("java")
@@ -418,6 +478,9 @@ class KafkaReferenceBroker(BrokerProcess):
             "-cp", classpath, "kafka.tools.StorageTool",
             "format", "--cluster-id", _cluster_id(), "--config", str(props),
         ]  # fmt: skip
+        for name, password in self.scram_users.items():
+            for mechanism in SCRAM_MECHANISMS:
+                command += ["--add-scram", f"{mechanism}=[name={name},password={password}]"]
         try:
             result = subprocess.run(command, capture_output=True, text=True, timeout=120)
         except subprocess.TimeoutExpired:
