@@ -3,10 +3,11 @@
     python benchmarks/analytics_throughput.py [--events 200000] [--guarantee exactly-once]
                                               [--broker HOST:PORT | --broker-kind embedded|kafka]
 
-One synthetic input (:mod:`pipelines.analytics.samples`: orders, the stock log,
-returns, stock questions; 24 stores, 600 SKUs, a little disorder and a few late
-events) is produced once into the four typed input topics. Then, each on its own
-consumer group over those same topics:
+One input - the simulated shop's traffic through the real router decision and services'
+rules (:func:`benchmarks.inputs.shop_run`: orders, the stock log, returns, stock
+questions; the opening stock load left out) - is produced once into the four typed input
+topics. Then, each in a child process of its own and on its own consumer group over those
+same topics:
 
 * **naive** - per input topic ``tumbling_window(60 s, grace).sum().final()`` of 1 per
   event, keyed by store, to an output topic: the baseline the issue names;
@@ -15,11 +16,12 @@ consumer group over those same topics:
   stock as of each question, late events, alerts), reading the same topics.
 
 Throughput = input events / seconds from the first to the last input record
-processed (start-up and group join excluded; both apps commit every 5 s). Each app
-is stopped once it has processed every input record - the analytics app two commit
-intervals later, because its second stage reads the digests only once the first
-stage's transaction commits. Progress goes to stderr every second. Figures vary
-with the machine and the broker; the ratio is what to compare.
+processed (start-up and group join excluded; both apps commit every
+:data:`pipelines.runtime.quix.COMMIT_INTERVAL_S`). Each app is stopped once it has
+processed every input record - the analytics app two commit intervals later, because its
+second stage reads the digests only once the first stage's transaction commits. Figures
+vary with the machine and the broker; the ratio is what to compare. ``shopstream bench``
+runs it as its analytics stage (:func:`stage`).
 """
 
 from __future__ import annotations
@@ -27,41 +29,36 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Sample events come from the tests' support package (not part of the product).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+if __package__ in (None, ""):  # run as a script: make the benchmarks package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import json
 import logging
-import subprocess
-import sys
 import threading
 import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
 
-import orjson
 from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 
+from benchmarks.common import Bench, Figure, StageResult, run_child
+from benchmarks.inputs import ShopRun, produce_raw, shared_shop_run
 from pipelines.analytics.app import AnalyticsTopics, build_app
 from pipelines.analytics.catalog import load_category_of, load_traffic_curve
 from pipelines.analytics.config import AnalyticsConfig
 from pipelines.analytics.ticker import ClockBoard
-from pipelines.runtime.quix import quix_app
+from pipelines.runtime.quix import COMMIT_INTERVAL_S, quix_app
 from shopstream.admin import create_topics
 from shopstream.brokers import BrokerProcess, make_broker
-from shopstream.kafka import fetch_metadata, make_consumer, make_producer
+from shopstream.kafka import fetch_metadata, make_consumer
 from shopstream.settings import Settings, load_settings
 from shopstream.topics import SALES_BY_STORE, Namespace, TopicSpec
-from support.analytics_samples import SampleSpec, generate
 
-COMMIT_INTERVAL_S = 5.0
-"""Quix's default; stated so the stop rule below can rely on it."""
 DEADLINE_S = 300.0
 
 
@@ -74,7 +71,7 @@ def run_until_seen(
         start = time.monotonic()
         last = -1
         while time.monotonic() - start < DEADLINE_S:
-            time.sleep(1.0)
+            time.sleep(0.25)
             count = seen()
             if count != last:
                 print(f"  {label}: {count:,} / {total:,}", file=sys.stderr)
@@ -121,48 +118,15 @@ class Result:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
-def produce_input(settings: Settings, topics: AnalyticsTopics, events: int, seed: int) -> int:
-    # About 2.6 input events per order (its stock event, returns with their release,
-    # questions): pick the minutes so the total lands near ``events``.
-    per_minute = 100
-    minutes = max(1, round(events / 2.6 / per_minute))
-    # Record timestamps are event times (the naive app windows on them), so the input
-    # lies in the recent past: a broker deletes records older than the topic's
-    # retention (7 days for stock questions) at its next retention check, and Apache
-    # Kafka did exactly that mid-benchmark when the input was dated 2024.
-    start = int(time.time() * 1000) - (minutes + 60) * 60_000
-    spec = SampleSpec(
-        start_ms=start - start % 60_000,
-        minutes=minutes,
-        orders_per_minute=per_minute,
-        stores=24,
-        skus=600,
-        late_ratio=0.002,
-    )
-    t0 = time.perf_counter()
-    samples = generate(spec, seed=seed)
-    print(
-        f"generated {len(samples):,} input events in {time.perf_counter() - t0:.1f}s",
-        file=sys.stderr,
-    )
-    producer = make_producer(settings)
-    names = {kind: spec.name for kind, spec in topics.inputs().items()}
-    t0 = time.perf_counter()
-    for s in samples:
-        while True:
-            try:
-                producer.produce(
-                    names[s.kind],
-                    key=s.key.encode(),
-                    value=orjson.dumps(s.value),
-                    timestamp=s.time_ms,
-                )
-                break
-            except BufferError:
-                producer.poll(0.05)
-    producer.flush(120)
-    print(f"produced in {time.perf_counter() - t0:.1f}s", file=sys.stderr)
-    return len(samples)
+def produce_input(settings: Settings, topics: AnalyticsTopics, run: ShopRun) -> int:
+    """The shop run's records of the four analytics inputs (its traffic: the opening stock
+    load is left out), into ``topics``; their count."""
+    catalog = AnalyticsTopics()
+    names = {getattr(catalog, role).name: getattr(topics, role).name
+             for role in ("orders", "returns", "questions", "stock")}  # fmt: skip
+    records = [r for r in run.traffic() if r[0] in names]
+    produce_raw(settings, records, rename=names, keep_partition=False)
+    return len(records)
 
 
 def count_outputs(settings: Settings, specs: list[TopicSpec]) -> dict[str, int]:
@@ -283,10 +247,70 @@ def bench_topics(tag: str, run: int | None = None) -> AnalyticsTopics:
     return AnalyticsTopics.of(outputs, inputs=inputs)
 
 
+def run_pair(
+    address: str, work: Path, tag: str, events: int, guarantees: list[str], env: Settings,
+    log: Path, on_progress: Callable[[str], None],
+) -> list[Result]:  # fmt: skip
+    """Each app in a child process of its own, per guarantee: naive first, then analytics."""
+    results: list[Result] = []
+    for run, guarantee in enumerate(guarantees):
+        for app in ("naive", "analytics"):
+            on_progress(f"analytics: {app} ({guarantee}) over {events:,} input events")
+            args = ["--child", app, "--broker", address, "--tag", tag, "--run", str(run),
+                    "--events", str(events), "--guarantee", guarantee,
+                    "--data-dir", str(work / f"{app}-{run}")]  # fmt: skip
+            doc = run_child("benchmarks.analytics_throughput", args, env, log)
+            results.append(Result(**doc))
+    return results
+
+
+def stage(bench: Bench) -> StageResult:
+    """``shopstream bench``: the analytics app against a naive tumbling window."""
+    result = StageResult("analytics", "Analytics vs a naive Quix tumbling window")
+    sizes = bench.sizes
+    bench.reporter.step("analytics: simulating the shop (router + services rules)")
+    shop = shared_shop_run(bench.cache, sizes.sink_events)
+    settings = bench.settings("analytics")
+    tag = uuid.uuid4().hex[:6]
+    topics = bench_topics(tag)
+    create_topics(settings, topics.all())
+    events = produce_input(settings, topics, shop)
+    results = run_pair(
+        bench.broker_address, bench.work / "analytics", tag, events,
+        list(sizes.analytics_guarantees), settings, bench.log_path("analytics"),
+        bench.reporter.step,
+    )  # fmt: skip
+    for i in range(0, len(results), 2):
+        naive, analytics = results[i], results[i + 1]
+        g = naive.guarantee
+        result.add(Figure(f"analytics.{g}.naive", f"naive tumbling_window(60s).sum() ({g})",
+                          naive.rate, "events/s"))  # fmt: skip
+        result.add(Figure(
+            f"analytics.{g}.analytics", f"analytics, every aggregate ({g})", analytics.rate,
+            "events/s", f"naive tumbling window ({g})", naive.rate,
+            note=f"{analytics.events:,} of {events:,} input events seen, "
+            f"{analytics.outputs:,} outputs",
+        ))  # fmt: skip
+    result.details = {"input_events": events, "results": [asdict(r) for r in results]}
+    missing = [r for r in results if r.events != events]
+    if missing:
+        result.notes.append("some runs saw fewer input events than produced: " + ", ".join(
+            f"{r.app} {r.guarantee}: {r.events:,}" for r in missing))  # fmt: skip
+    result.notes.append(
+        "input: the simulated shop's traffic through the real router and services' rules "
+        "(orders, the stock log, returns, stock questions; the opening stock load left out)"
+    )
+    return result
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--events", type=int, default=200_000)
-    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--events",
+        type=int,
+        default=200_000,
+        help="about this many input events (channel events / 2)",
+    )
     parser.add_argument(
         "--guarantee", choices=["exactly-once", "at-least-once", "both"], default="both"
     )
@@ -316,33 +340,13 @@ def main() -> int:
             tag = uuid.uuid4().hex[:6]
             topics = bench_topics(tag)
             create_topics(base, topics.all())
-            events = produce_input(base, topics, args.events, args.seed)
+            events = produce_input(base, topics, shared_shop_run({}, args.events // 2))
             guarantees = (
                 ["exactly-once", "at-least-once"] if args.guarantee == "both" else [args.guarantee]
             )
-            results: list[Result] = []
-            for run, guarantee in enumerate(guarantees):
-                for app in ("naive", "analytics"):
-                    command = [
-                        sys.executable,
-                        __file__,
-                        "--child",
-                        app,
-                        "--broker",
-                        address,
-                        "--tag",
-                        tag,
-                        "--run",
-                        str(run),
-                        "--events",
-                        str(events),
-                        "--guarantee",
-                        guarantee,
-                        "--data-dir",
-                        str(Path(tmp) / f"{app}-{run}"),
-                    ]
-                    done = subprocess.run(command, stdout=subprocess.PIPE, text=True, check=True)
-                    results.append(Result(**json.loads(done.stdout.strip().splitlines()[-1])))
+            results = run_pair(address, Path(tmp), tag, events, guarantees, base,
+                               Path(tmp) / "children.log",
+                               lambda s: print(s, file=sys.stderr))  # fmt: skip
         finally:
             if broker is not None:
                 broker.stop()

@@ -14,9 +14,17 @@ Each figure is the median of the rounds, from the first produce to the end of
 the final flush (every record acknowledged). This is a benchmark, not a test:
 
     python benchmarks/produce_throughput.py [--events 200000] [--rounds 3]
+
+``shopstream bench`` runs it as its producers stage (:func:`stage`).
 """
 
 from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a script: make the benchmarks package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import gc
@@ -31,6 +39,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
+from benchmarks.common import Bench, Figure, StageResult
 from producers.app import ProduceOptions, record_streams, run_produce
 from producers.record import INGRESS_CHANNELS
 from shopstream.admin import create_topics
@@ -86,40 +95,76 @@ def bench_raw(
     return len(items) / (time.perf_counter() - started)
 
 
+LABELS = {
+    "shopstream": "shopstream produce (simulate + send)",
+    "raw": "raw confluent-kafka, same bytes",
+    "json": "raw confluent-kafka + json.dumps",
+}
+
+
+def measure(
+    settings: Settings, events: int, rounds: int, on_round: Callable[[str], None] = print
+) -> dict[str, list[float]]:
+    """Events/s of each producer, round by round (alternating, same run)."""
+    results: dict[str, list[float]] = {"shopstream": [], "raw": [], "json": []}
+    for r in range(rounds):
+        # What shopstream sends, pre-built for the raw producers (not timed).
+        _, traffic = record_streams(options(events, {}))
+        records = list(islice(traffic, events))
+        gc.collect()
+        raw_topics = fresh_topics(settings, r, "raw")
+        same_bytes = [
+            (raw_topics[x.channel], x.value, x.key, x.headers, x.timestamp_ms) for x in records
+        ]
+        json_topics = fresh_topics(settings, r, "json")
+        as_dicts = [
+            (json_topics[x.channel], json.loads(x.value), x.key, x.headers, x.timestamp_ms)
+            for x in records
+        ]
+        del records
+        results["shopstream"].append(
+            bench_shopstream(settings, events, fresh_topics(settings, r, "shop"))
+        )
+        results["raw"].append(bench_raw(settings, same_bytes, lambda v: v))
+        results["json"].append(bench_raw(settings, as_dicts, lambda v: json.dumps(v).encode()))
+        del same_bytes, as_dicts
+        on_round(f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items()))
+    return results
+
+
+def stage(bench: Bench) -> StageResult:
+    """``shopstream bench``: the producers against raw confluent-kafka + json.dumps."""
+    result = StageResult("producers", "Producers: simulator + sender vs raw produce")
+    sizes = bench.sizes
+    bench.reporter.step(f"producers: {sizes.produce_events:,} events x {sizes.produce_rounds}")
+    rates = measure(
+        bench.settings("producers"), sizes.produce_events, sizes.produce_rounds,
+        on_round=bench.reporter.log,
+    )  # fmt: skip
+    best = {k: statistics.median(v) for k, v in rates.items()}
+    result.add(Figure(
+        "producers.shopstream", LABELS["shopstream"], best["shopstream"], "events/s",
+        LABELS["json"], best["json"],
+        note="simulate + encode + send + delivery reports, every channel, unpaced",
+    ))  # fmt: skip
+    result.add(Figure(
+        "producers.shopstream_vs_same_bytes", LABELS["shopstream"] + " vs the same bytes",
+        best["shopstream"], "events/s", LABELS["raw"], best["raw"],
+        note="the ceiling: the very records shopstream sent, pre-built",
+    ))  # fmt: skip
+    result.details = {"events": sizes.produce_events, "rounds": rates}
+    return result
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rounds", type=int, default=3)
     args = parser.parse_args()
 
-    results: dict[str, list[float]] = {"shopstream": [], "raw": [], "json": []}
     with make_broker("embedded") as broker:
         settings = load_settings(broker_address=broker.address)
-        for r in range(args.rounds):
-            # What shopstream sends, pre-built for the raw producers (not timed).
-            _, traffic = record_streams(options(args.events, {}))
-            records = list(islice(traffic, args.events))
-            gc.collect()
-            raw_topics = fresh_topics(settings, r, "raw")
-            same_bytes = [
-                (raw_topics[x.channel], x.value, x.key, x.headers, x.timestamp_ms) for x in records
-            ]
-            json_topics = fresh_topics(settings, r, "json")
-            as_dicts = [
-                (json_topics[x.channel], json.loads(x.value), x.key, x.headers, x.timestamp_ms)
-                for x in records
-            ]
-            del records
-            results["shopstream"].append(
-                bench_shopstream(settings, args.events, fresh_topics(settings, r, "shop"))
-            )
-            results["raw"].append(bench_raw(settings, same_bytes, lambda v: v))
-            results["json"].append(bench_raw(settings, as_dicts, lambda v: json.dumps(v).encode()))
-            del same_bytes, as_dicts
-            print(
-                f"round {r + 1}: " + ", ".join(f"{k} {v[-1]:,.0f}/s" for k, v in results.items()),
-                flush=True,
-            )
+        results = measure(settings, args.events, args.rounds, on_round=lambda s: print(s))
 
     median = {k: statistics.median(v) for k, v in results.items()}
     table = Table(title=f"produce throughput, {args.events:,} events x {args.rounds} rounds")
@@ -127,12 +172,7 @@ def main() -> None:
     table.add_column("events/s (median)", justify="right")
     table.add_column("min..max", justify="right")
     table.add_column("shopstream / this", justify="right")
-    labels = {
-        "shopstream": "shopstream produce (simulate + send)",
-        "raw": "raw confluent-kafka, same bytes",
-        "json": "raw confluent-kafka + json.dumps",
-    }
-    for key, label in labels.items():
+    for key, label in LABELS.items():
         values = results[key]
         table.add_row(
             label,

@@ -5,9 +5,10 @@
 
 Without ``--broker`` it starts a broker on a free port: the embedded one, or the Apache
 Kafka reference (``--broker-kind kafka``, needs Java). It writes one input
-set into the four ingress topics (orders, returns, questions, restocks in the channel
-mix, plus 1% duplicates and 1% malformed records), then runs, each with a fresh
-consumer group over that same input and in the same processing guarantee:
+set into the four ingress topics (the channel simulators' traffic: orders, returns,
+questions, restocks in the channel mix, plus 1% duplicates and 1% malformed records,
+:mod:`producers.faults`), then runs, each with a fresh consumer group over that same
+input and in the same processing guarantee:
 
 * ``quix pass-through``: the floor - a stateless Quix app, bytes in, ``apply`` of the
   identity, bytes out to one topic;
@@ -24,7 +25,7 @@ reports each app's best round, and the last lines the router's rate over the jso
 apply's round by round (the two ran back to back, so they saw the same neighbours) with
 the median, the figure to judge by on a noisy machine. The table gives each
 rate against both baselines; issue 5's target is router >= 0.8x a plain stateless Quix
-app (``quix json apply``).
+app (``quix json apply``). ``shopstream bench`` runs it as its router stage (:func:`stage`).
 """
 
 from __future__ import annotations
@@ -32,75 +33,40 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-# Sample events come from the tests' support package (not part of the product).
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+if __package__ in (None, ""):  # run as a script: make the benchmarks package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import argparse
 import logging
-import random
 import statistics
-import sys
 import tempfile
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
+from benchmarks.common import Bench, Figure, Meter, StageResult, Target
+from benchmarks.inputs import channel_records
 from pipelines.router import build_router, router_topics
 from pipelines.runtime.quix import quix_app
+from producers.faults import FaultConfig
 from shopstream.admin import create_topics
 from shopstream.brokers import make_broker
-from shopstream.events import Envelope, encode, headers_for
 from shopstream.kafka import make_producer
 from shopstream.settings import Settings, load_settings
 from shopstream.topics import INGRESS_BY_CHANNEL, Namespace, TopicSpec
-from support import service_samples as samples
 
 BASELINE_OUT = TopicSpec("bench.baseline-out", "analytics", "benchmark baseline output")
-SKUS = [f"SKU-{i:05d}" for i in range(1, 501)]
-STORES = [f"store-{i:02d}" for i in range(1, 21)]
+FAULTS = FaultConfig(invalid_ratio=0.01, duplicate_ratio=0.01)
+IDLE_S = 3.0
+"""How long an app waits for more input before it stops (``Application.run(timeout=)``)."""
 
 
 def make_input(n: int, seed: int = 7) -> list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]]:
-    """``(channel, key, value, headers)`` records: valid events, 1% dupes, 1% malformed."""
-    rng = random.Random(seed)
-    out: list[tuple[str, bytes, bytes, list[tuple[str, bytes]]]] = []
-    channels = ("mobile", "pos", "web")
-    for i in range(n):
-        roll = rng.random()
-        store = rng.choice(STORES)
-        channel = rng.choice(channels)
-        event: Envelope
-        if roll < 0.01 and out:
-            out.append(rng.choice(out))  # a duplicate: same bytes, same event_id
-            continue
-        if roll < 0.02:
-            out.append((channel, store.encode(), b'{"event_type": "OrderPlaced", "trunc', []))
-            continue
-        if roll < 0.75:
-            lines = [
-                (rng.choice(SKUS), rng.randint(1, 3), f"{rng.randint(100, 9999) / 100:.2f}")
-                for _ in range(rng.randint(1, 5))
-            ]
-            event = samples.order(
-                f"o-{i}", lines, store_id=store, channel=channel, customer_id=f"c-{i % 997}", t=i
-            )
-        elif roll < 0.85:
-            event = samples.returned(
-                f"r-{i}", f"o-{i - 50}", rng.choice(SKUS), 1, "9.99",
-                store_id=store, channel=channel, t=i,
-            )  # fmt: skip
-        elif roll < 0.95:
-            event = samples.question(
-                f"q-{i}", rng.choice(SKUS), store_id=store, channel=channel, t=i
-            )
-        else:
-            event = samples.restock(f"s-{i}", rng.choice(SKUS), 50, store_id=store, t=i)
-            channel = "warehouse"
-        out.append((channel, store.encode(), encode(event), headers_for(event)))
-    return out
+    """``(channel, key, value, headers)`` records: the simulators' traffic with 1%
+    duplicates and 1% malformed records."""
+    return [(r.channel, r.key, r.value, r.headers)
+            for r in channel_records(n, seed=seed, faults=FAULTS)]  # fmt: skip
 
 
 def produce(settings: Settings, ns: Namespace, records: list[Any]) -> None:
@@ -116,36 +82,20 @@ def produce(settings: Settings, ns: Namespace, records: list[Any]) -> None:
     producer.flush(60)
 
 
-@dataclass
-class Meter:
-    """First/last processing time and count, from Quix's per-message callback."""
-
-    first: float = 0.0
-    last: float = 0.0
-    count: int = 0
-
-    def __call__(self, _topic: str, _partition: int, _offset: int) -> None:
-        now = time.perf_counter()
-        if not self.count:
-            self.first = now
-        self.last = now
-        self.count += 1
-
-    @property
-    def rate(self) -> float:
-        return (self.count - 1) / (self.last - self.first) if self.count > 1 else 0.0
-
-
-def run_passthrough(settings: Settings, ns: Namespace, group: str, meter: Meter) -> None:
+def run_passthrough(
+    settings: Settings, ns: Namespace, group: str, meter: Meter, idle_s: float
+) -> None:
     app = quix_app(settings, f"bench-pass-{group}", group, on_message_processed=meter)
     out = app.topic(ns.topic(BASELINE_OUT).name, key_serializer="bytes", value_serializer="bytes")
     for spec in INGRESS_BY_CHANNEL.values():
         topic = app.topic(ns.topic(spec).name, key_deserializer="bytes", value_deserializer="bytes")
         app.dataframe(topic).apply(lambda v: v).to_topic(out)
-    app.run(timeout=3)
+    app.run(timeout=idle_s)
 
 
-def run_json_apply(settings: Settings, ns: Namespace, group: str, meter: Meter) -> None:
+def run_json_apply(
+    settings: Settings, ns: Namespace, group: str, meter: Meter, idle_s: float
+) -> None:
     app = quix_app(settings, f"bench-json-{group}", group, on_message_processed=meter)
     out = app.topic(ns.topic(BASELINE_OUT).name, value_serializer="json")
     # A malformed record must not stop the baseline: skip what the deserializer rejects.
@@ -153,28 +103,120 @@ def run_json_apply(settings: Settings, ns: Namespace, group: str, meter: Meter) 
     for spec in INGRESS_BY_CHANNEL.values():
         topic = app.topic(ns.topic(spec).name, value_deserializer="json")
         app.dataframe(topic).apply(lambda v: v).to_topic(out)
-    app.run(timeout=3)
+    app.run(timeout=idle_s)
 
 
-def run_router(settings: Settings, ns: Namespace, group: str, meter: Meter) -> None:
+def run_router(settings: Settings, ns: Namespace, group: str, meter: Meter, idle_s: float) -> None:
     built = build_router(settings, ns, on_message_processed=meter, consumer_group=group)
-    built.app.run(timeout=3)
+    built.app.run(timeout=idle_s)
     assert built.processor.stats.balanced, built.processor.stats.summary()
 
 
-def run_router_no_dedupe(settings: Settings, ns: Namespace, group: str, meter: Meter) -> None:
+def run_router_no_dedupe(
+    settings: Settings, ns: Namespace, group: str, meter: Meter, idle_s: float
+) -> None:
     built = build_router(
         settings, ns, dedupe_ttl=None, on_message_processed=meter, consumer_group=group
     )
-    built.app.run(timeout=3)
+    built.app.run(timeout=idle_s)
 
 
-APPS: dict[str, Callable[[Settings, Namespace, str, Meter], None]] = {
+APPS: dict[str, Callable[[Settings, Namespace, str, Meter, float], None]] = {
     "quix pass-through": run_passthrough,
     "quix json apply": run_json_apply,
     "router, no dedupe": run_router_no_dedupe,
     "router": run_router,
 }
+
+Row = tuple[str, str, int, float]
+"""``(guarantee, app, records, best events/s)``."""
+
+
+def measure(
+    base: Settings,
+    events: int,
+    rounds: int,
+    guarantees: list[str],
+    apps: list[str] | None = None,
+    idle_s: float = IDLE_S,
+    on_progress: Callable[[str], None] = lambda s: print(s, file=sys.stderr),
+) -> tuple[list[Row], dict[str, list[float]], dict[str, dict[str, list[float]]]]:
+    """Produce the input once, then run each app ``rounds`` times per guarantee,
+    alternating. Returns the best round per app, the router / json apply ratio round by
+    round, and every rate."""
+    chosen = {name: APPS[name] for name in (apps or list(APPS))}
+    ns = Namespace(uuid.uuid4().hex[:8])
+    create_topics(base, ns.topics([*router_topics(), BASELINE_OUT]))
+    records = make_input(events)
+    t = time.perf_counter()
+    produce(base, ns, records)
+    on_progress(f"input: {len(records):,} records produced in {time.perf_counter() - t:.1f}s")
+    rows: list[Row] = []
+    paired: dict[str, list[float]] = {}
+    every: dict[str, dict[str, list[float]]] = {}
+    for guarantee in guarantees:
+        settings = load_settings(base=base, processing_guarantee=guarantee)
+        rates: dict[str, list[float]] = {name: [] for name in chosen}
+        counts: dict[str, int] = {}
+        for round_no in range(rounds):
+            for name, run in chosen.items():
+                meter = Meter()
+                group = f"bench-{name.replace(' ', '-').replace(',', '')}-{guarantee}-{round_no}"
+                run(settings, ns, f"{group}-{ns.suffix}", meter, idle_s)
+                rates[name].append(meter.rate)
+                counts[name] = meter.count
+                on_progress(f"{guarantee} {name} round {round_no}: {meter.rate:,.0f}/s")
+        for name in chosen:
+            rows.append((guarantee, name, counts[name], max(rates[name])))
+        if "router" in rates and "quix json apply" in rates:
+            paired[guarantee] = [
+                r / j if j else 0.0
+                for r, j in zip(rates["router"], rates["quix json apply"], strict=True)
+            ]
+        every[guarantee] = rates
+    return rows, paired, every
+
+
+def stage(bench: Bench) -> StageResult:
+    """``shopstream bench``: the router against plain Quix apps."""
+    result = StageResult("router", "Router vs a plain Quix Streams json apply")
+    sizes = bench.sizes
+    logging.getLogger("pipelines").setLevel(logging.ERROR)
+    rows, paired, every = measure(
+        bench.settings("router"), sizes.router_events, sizes.router_rounds,
+        list(sizes.router_guarantees), list(sizes.router_apps), sizes.quix_idle_s,
+        on_progress=bench.reporter.step,
+    )  # fmt: skip
+    best = {(g, n): rate for g, n, _, rate in rows}
+    for guarantee in sizes.router_guarantees:
+        plain = best.get((guarantee, "quix json apply"))
+        floor = best.get((guarantee, "quix pass-through"))
+        for name in sizes.router_apps:
+            if name == "quix json apply":
+                continue
+            rate = best[(guarantee, name)]
+            if name == "quix pass-through":
+                result.add(Figure(f"router.{guarantee}.pass_through", f"quix pass-through "
+                                  f"({guarantee})", rate, "events/s"))  # fmt: skip
+                continue
+            ratios = paired.get(guarantee, [])
+            result.add(Figure(
+                f"router.{guarantee}.{name.replace(', ', '_').replace(' ', '_')}",
+                f"{name} ({guarantee})", rate, "events/s", f"quix json apply ({guarantee})",
+                plain, Target("ratio", ">=", 0.8, "issue 5") if name == "router" else None,
+                note=(f"paired rounds: {', '.join(f'{r:.2f}x' for r in ratios)}, median "
+                      f"{statistics.median(ratios):.2f}x" if name == "router" and ratios else "")
+                + (f"; vs pass-through {rate / floor:.2f}x" if floor else ""),
+            ))  # fmt: skip
+        if plain is not None:
+            result.add(Figure(f"router.{guarantee}.json_apply", f"quix json apply ({guarantee})",
+                              plain, "events/s"))  # fmt: skip
+    result.details = {"events": sizes.router_events, "rounds": sizes.router_rounds,
+                      "rates": every, "paired": paired}  # fmt: skip
+    result.notes.append("input: the channel simulators' traffic with 1% duplicates and 1% "
+                        "malformed records; best round per app, start-up and group join "
+                        "excluded")  # fmt: skip
+    return result
 
 
 def main() -> int:
@@ -205,40 +247,8 @@ def main() -> int:
 
 
 def _bench(address: str, args: argparse.Namespace) -> int:
-    data_dir = Path(tempfile.mkdtemp(prefix="router-bench-"))
-    ns = Namespace(uuid.uuid4().hex[:8])
-    base = load_settings(broker_address=address, data_dir=data_dir)
-    create_topics(base, ns.topics([*router_topics(), BASELINE_OUT]))
-    records = make_input(args.events)
-    t = time.perf_counter()
-    produce(base, ns, records)
-    print(
-        f"input: {len(records):,} records produced in {time.perf_counter() - t:.1f}s",
-        file=sys.stderr,
-    )
-
-    rows: list[tuple[str, str, int, float]] = []
-    paired: dict[str, list[float]] = {}
-    for guarantee in args.guarantees.split(","):
-        settings = load_settings(base=base, processing_guarantee=guarantee)
-        rates: dict[str, list[float]] = {name: [] for name in APPS}
-        counts: dict[str, int] = {}
-        for round_no in range(args.rounds):
-            for name, run in APPS.items():
-                meter = Meter()
-                group = f"bench-{name.replace(' ', '-')}-{guarantee}-{round_no}-{ns.suffix}"
-                run(settings, ns, group, meter)
-                rates[name].append(meter.rate)
-                counts[name] = meter.count
-                print(
-                    f"  {guarantee} {name} round {round_no}: {meter.rate:,.0f}/s", file=sys.stderr
-                )
-        for name in APPS:
-            rows.append((guarantee, name, counts[name], max(rates[name])))
-        paired[guarantee] = [
-            r / j for r, j in zip(rates["router"], rates["quix json apply"], strict=True)
-        ]
-
+    base = load_settings(broker_address=address, data_dir=Path(tempfile.mkdtemp(prefix="router-")))
+    rows, paired, _ = measure(base, args.events, args.rounds, args.guarantees.split(","))
     floor = {g: r for g, n, _, r in rows if n == "quix pass-through"}
     plain = {g: r for g, n, _, r in rows if n == "quix json apply"}
     print()
