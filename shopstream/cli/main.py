@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import click
 
 from shopstream.apps import load_commands
+from shopstream.cli.compose import compose
 from shopstream.cli.core import broker, run, schemas, topics
 from shopstream.cli.up import up
 from shopstream.errors import UserError
@@ -28,7 +29,7 @@ def cli() -> None:
     """shopstream: streaming analytics for a shop's retail events over the Kafka API."""
 
 
-for command in (broker, topics, schemas, run, up):
+for command in (broker, topics, schemas, run, up, compose):
     cli.add_command(command)
 
 
