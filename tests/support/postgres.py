@@ -104,8 +104,7 @@ def _run_as_owner(command: list[str], check: bool = True) -> subprocess.Complete
     result = subprocess.run(command, capture_output=True, text=True, timeout=120)
     if check and result.returncode != 0:
         raise RuntimeError(
-            f"{Path(command[-1]).name if command else '?'}: {' '.join(command)} failed: "
-            f"{(result.stdout + result.stderr).strip()[-800:]}"
+            f"`{' '.join(command)}` failed: {(result.stdout + result.stderr).strip()[-800:]}"
         )
     return result
 
