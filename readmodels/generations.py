@@ -13,7 +13,6 @@ newest. Older generations stay, for analysis, until housekeeping drops them (the
 
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -21,6 +20,7 @@ import duckdb
 
 from readmodels.lake import LAKE
 from readmodels.schema import GENERATIONS, TABLES
+from readmodels.transactions import rollback
 
 KEEP_GENERATIONS = 3
 OPEN_ATTEMPTS = 5
@@ -116,13 +116,6 @@ def _create(con: duckdb.DuckDBPyConnection, made: Generation) -> None:
     except BaseException:
         rollback(con)
         raise
-
-
-def rollback(con: duckdb.DuckDBPyConnection) -> None:
-    """Roll back the open transaction, if any: a COMMIT that failed (a DuckLake conflict)
-    has already ended it, and a second error would hide the first."""
-    with contextlib.suppress(duckdb.TransactionException):  # no transaction is active
-        con.execute("ROLLBACK")
 
 
 def drop_old(con: duckdb.DuckDBPyConnection, keep: int = KEEP_GENERATIONS) -> list[Generation]:

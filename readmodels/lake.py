@@ -129,8 +129,16 @@ def connect(settings: Settings, *, read_only: bool) -> duckdb.DuckDBPyConnection
         options.append("META_JOURNAL_MODE 'WAL'")
     if read_only:
         options.append("READ_ONLY")
+    attach = f"ATTACH 'ducklake:{location.catalog}' AS {LAKE} ({', '.join(options)})"
     try:
-        con.execute(f"ATTACH 'ducklake:{location.catalog}' AS {LAKE} ({', '.join(options)})")
+        try:
+            con.execute(attach)
+        except duckdb.Error as exc:
+            # Two first attaches of an empty PostgreSQL catalog race to create it: the one
+            # that loses finds it made by the other when it tries again.
+            if "Failed to initialize DuckLake" not in str(exc) or read_only:
+                raise
+            con.execute(attach)
     except duckdb.Error as exc:
         con.close()
         if read_only and "does not exist" in str(exc):  # the writer is creating it right now

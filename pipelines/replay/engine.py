@@ -45,6 +45,7 @@ from pipelines.sink.writer import RAW_SCHEMA, LakeWriter
 from readmodels import schema as t
 from readmodels.generations import Generation, current, generations, schema_name
 from readmodels.lake import LAKE
+from readmodels.transactions import in_transaction
 from shopstream.errors import UserError
 from shopstream.kafka import fetch_metadata, make_admin, make_consumer
 from shopstream.settings import Settings
@@ -295,8 +296,8 @@ def _registry_exists(con: duckdb.DuckDBPyConnection) -> bool:
 
 def create_model(con: duckdb.DuckDBPyConnection, p: Plan) -> None:
     """The empty replay model and its registry row, in one transaction."""
-    con.execute("BEGIN")
-    try:
+
+    def create(con: duckdb.DuckDBPyConnection) -> None:
         if not _registry_exists(con):
             con.execute(f"CREATE TABLE {REGISTRY} ({t.REPLAYS.columns})")
         con.execute(f"CREATE SCHEMA {LAKE}.{p.schema}")
@@ -307,18 +308,19 @@ def create_model(con: duckdb.DuckDBPyConnection, p: Plan) -> None:
             [p.name, p.schema, p.generation, p.namespace, json.dumps(p.topics),
              json.dumps(p.start), json.dumps(p.target), p.live_snapshot],
         )  # fmt: skip
-        con.execute("COMMIT")
-    except BaseException:
-        con.execute("ROLLBACK")
-        raise
+
+    in_transaction(con, create, f"creating replay model {p.schema}")
 
 
 def drop(settings: Settings, con: duckdb.DuckDBPyConnection, name: str) -> bool:
     """Drop replay ``name``: its model, its registry row, its consumer group, its progress."""
     found = registered(con, name) is not None
-    con.execute(f"DROP SCHEMA IF EXISTS {LAKE}.{schema_of(name)} CASCADE")
-    if _registry_exists(con):
-        con.execute(f"DELETE FROM {REGISTRY} WHERE name = ?", [name])
+    def forget(con: duckdb.DuckDBPyConnection) -> None:
+        con.execute(f"DROP SCHEMA IF EXISTS {LAKE}.{schema_of(name)} CASCADE")
+        if _registry_exists(con):
+            con.execute(f"DELETE FROM {REGISTRY} WHERE name = ?", [name])
+
+    in_transaction(con, forget, f"dropping replay {name}")
     _delete_group(settings, GROUP_PREFIX + name)
     progress_path(settings, name).unlink(missing_ok=True)
     return found
@@ -466,13 +468,16 @@ class Replay:
             ]
             if offsets:
                 consumer.commit(offsets=offsets, asynchronous=False)
-            self.con.execute(
-                f"UPDATE {REGISTRY} SET finished_at = now(), events = ?, seconds = ?, "
-                "target_offsets = ? WHERE name = ?",
-                [self.progress.events, seconds, json.dumps(
-                    {_key(p.topic, p.partition): p.target for p in self.progress.partitions}
-                ), self.plan.name],
-            )  # fmt: skip
+            targets = {_key(p.topic, p.partition): p.target for p in self.progress.partitions}
+            in_transaction(
+                self.con,
+                lambda con: con.execute(
+                    f"UPDATE {REGISTRY} SET finished_at = now(), events = ?, seconds = ?, "
+                    "target_offsets = ? WHERE name = ?",
+                    [self.progress.events, seconds, json.dumps(targets), self.plan.name],
+                ),
+                f"recording replay {self.plan.name} as done",
+            )
         consumer.close()
         self.progress.state = "done" if done else "stopped"
         self._publish()

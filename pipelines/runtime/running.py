@@ -38,6 +38,7 @@ from pipelines.runtime.outputs import AppCounters, Outputs
 from shopstream.kafka import unreachable_reason
 from shopstream.logs import configure_logging
 from shopstream.settings import Settings
+from shopstream.signals import STOP as EARLY_STOP
 from shopstream.status import ProcessStatus, StatusPublisher
 
 if TYPE_CHECKING:
@@ -172,7 +173,6 @@ def run_app(
         counters = outputs.counters if outputs is not None else AppCounters()
     watch = BrokerWatch(app_name, settings.broker_address)
     watch.install()
-    stop = threading.Event()
 
     def refresh(status: ProcessStatus) -> None:
         watch.probe()
@@ -183,6 +183,9 @@ def run_app(
         status.last_error = counters.last_error
         status.broker_up = watch.up
 
+    if EARLY_STOP.is_set():  # asked to stop while it got ready (shopstream.signals)
+        return
+    stop = EARLY_STOP  # one flag: a stop asked for before a run and between runs
     failures = 0
     built: BuiltApp | None = None
     with StatusPublisher(settings, status_name or app_name, refresh):

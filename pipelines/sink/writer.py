@@ -35,7 +35,8 @@ import pyarrow.compute as pc
 
 from pipelines.sink.feeds import Feed, lineage_select
 from readmodels import schema as t
-from readmodels.generations import Generation, rollback
+from readmodels.generations import Generation
+from readmodels.transactions import is_conflict, rollback
 
 log = logging.getLogger("pipelines.sink")
 
@@ -88,15 +89,6 @@ class AlreadyWritten(Exception):
     def __init__(self, stored: dict[tuple[str, int], int]) -> None:
         super().__init__(f"already written up to {stored}")
         self.stored = stored
-
-
-def is_conflict(exc: BaseException) -> bool:
-    """True if ``exc`` is DuckLake refusing a commit because another transaction changed
-    the same thing first (or kept winning its internal retries): the write may be redone."""
-    text = str(exc)
-    return isinstance(exc, duckdb.TransactionException) and (
-        "Transaction conflict" in text or "maximum retry count" in text
-    )
 
 
 class LakeWriter:

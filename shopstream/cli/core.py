@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -23,6 +22,7 @@ from shopstream.identity import LocalState, broker_identity
 from shopstream.logs import configure_logging
 from shopstream.records import record_schemas
 from shopstream.settings import DEFAULT_BROKER_ADDRESS, Settings, get_settings
+from shopstream.signals import STOP, note_early_stop
 from shopstream.topics import ALL_TOPICS, Namespace
 
 log = logging.getLogger("shopstream")
@@ -203,9 +203,9 @@ def run(name: str, namespace: str) -> None:
     if spec.run is None:
         raise UserError(f"{name} does not run this way - start it with "
                         f"`shopstream {' '.join(spec.command)}`")  # fmt: skip
-    # A stop request before the app runs (it installs its own handlers) ends it cleanly.
-    signal.signal(signal.SIGTERM, lambda signum, frame: sys.exit(0))
+    note_early_stop()  # a stop asked for while it gets ready ends it cleanly before it runs
     configure_logging()
     settings = get_settings()
     ensure_state_is_this_brokers(settings, move_stale=False)
-    spec.run(settings, Namespace(namespace))
+    if not STOP.is_set():
+        spec.run(settings, Namespace(namespace))

@@ -21,7 +21,7 @@ def test_stock_level_records_follow_their_contract() -> None:
     for event in (s.restock("r1", "SKU-00001", 5), s.restock("r2", "SKU-00002", 1)):
         stock.handle(event, state)
     order = s.order("o1", [("SKU-00001", 2, "1.00"), ("SKU-00002", 1, "1.00")])
-    [reserved] = stock.handle(order, state)
+    reserved, *_alerts = stock.handle(order, state)  # SKU-00002 runs out: an alert too
     records = list(level_records(reserved))
     assert len(records) == 2
     for _, key, value in records:
