@@ -141,8 +141,8 @@ def count_outputs(settings: Settings, specs: list[TopicSpec]) -> dict[str, int]:
     )
     counts: dict[str, int] = defaultdict(int)
     idle = 0
-    while idle < 3:
-        batch = consumer.consume(10_000, timeout=1.0)
+    while idle < 4:
+        batch = consumer.consume(10_000, timeout=0.5)
         if not batch:
             idle += 1
             continue

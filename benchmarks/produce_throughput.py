@@ -79,6 +79,7 @@ def bench_raw(
 ) -> float:
     producer = make_producer(settings)
     produce, poll = producer.produce, producer.poll
+    producer.list_topics(timeout=10)  # connected before the clock starts
     started = time.perf_counter()
     for i, (topic, value, key, headers, timestamp) in enumerate(items, start=1):
         payload = encode(value)

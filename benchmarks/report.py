@@ -117,7 +117,7 @@ def write(
         "stages": [r.as_dict() for r in results],
     }  # fmt: skip
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(doc, indent=1, default=_plain))
+    json_path.write_text(json.dumps(_clean(doc), indent=1, default=_plain, allow_nan=False))
     md_path = out / "report.md"
     md_path.write_text(markdown(results, mode=mode, started_at=started_at, seconds=seconds,
                                 broker_kind=broker_kind, e2e_broker_kind=e2e_broker_kind,
@@ -125,9 +125,18 @@ def write(
     return [md_path, json_path, *plots]
 
 
+def _clean(value: Any) -> Any:
+    """``value`` with NaN and infinities as ``None`` (JSON has neither) and keys as text."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _clean(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_clean(v) for v in value]
+    return value
+
+
 def _plain(value: Any) -> Any:
-    if isinstance(value, float) and math.isnan(value):
-        return None
     if isinstance(value, Path | datetime):
         return str(value)
     return repr(value)
