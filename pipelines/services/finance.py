@@ -3,7 +3,8 @@
 Inputs: ``OrderPlaced`` (for the priced lines: a reservation carries quantities, not
 prices), ``StockReserved`` / ``StockRejected`` from the stock event log, ``ItemReturned``.
 The order and its reservation arrive on two topics, so either may come first: whichever
-is second issues the invoice. The invoice's ``causation_id`` is always the reservation.
+is second issues the invoice. A return may even come before both: it is held and decided
+once stock has decided the order. The invoice's ``causation_id`` is always the reservation.
 
 Prices on orders include tax (retail prices); the invoice splits the total into net and
 tax at :data:`TAX_RATE`.
@@ -15,7 +16,8 @@ State keys, per store:
 * ``invoice:<order_id>`` - the invoice: id, customer, currency, total, refunded so far.
   Its presence is what makes invoicing idempotent: one invoice per order, ever.
 * ``rejected:<order_id>`` - stock rejected the order; a return of it is an alert.
-* ``return:<return_id>`` - the return was handled (refund or alert), never twice.
+* ``held:<order_id>`` - returns that came before the order was decided, decided with it.
+* ``return:<return_id>`` - the return was decided (refund or alert), never twice.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import uuid
 from decimal import ROUND_HALF_EVEN, Decimal
 from typing import Any
 
-from pipelines.services.state import KeyValueState, first_time
+from pipelines.services.state import KeyValueState, first_time, hold, take_held
 from shopstream.events import (
     Alert,
     AlertPayload,
@@ -79,10 +81,11 @@ def handle(event: Envelope, state: KeyValueState) -> list[Envelope]:
         return _on_reserved(event, state)
     if isinstance(event, StockRejected):
         order_id = event.payload.order_id
-        if not state.exists(f"invoice:{order_id}"):
-            state.set(f"rejected:{order_id}", 1)
-            state.delete(f"order:{order_id}")
-        return []
+        if state.exists(f"invoice:{order_id}"):
+            return []
+        state.set(f"rejected:{order_id}", 1)
+        state.delete(f"order:{order_id}")
+        return _decide_held_returns(order_id, state)
     if isinstance(event, ItemReturned):
         return _on_return(event, state)
     return []
@@ -100,7 +103,7 @@ def _on_order(order: OrderPlaced, state: KeyValueState) -> list[Envelope]:
     state.delete(f"reserved:{p.order_id}")
     reservation = decode_or_raise(pending.encode())
     assert isinstance(reservation, StockReserved)
-    return [_invoice(reservation, priced, state)]
+    return [_invoice(reservation, priced, state), *_decide_held_returns(p.order_id, state)]
 
 
 def _on_reserved(reserved: StockReserved, state: KeyValueState) -> list[Envelope]:
@@ -113,7 +116,20 @@ def _on_reserved(reserved: StockReserved, state: KeyValueState) -> list[Envelope
         state.set(f"reserved:{order_id}", encode(reserved).decode())
         return []
     state.delete(f"order:{order_id}")
-    return [_invoice(reserved, priced, state)]
+    return [_invoice(reserved, priced, state), *_decide_held_returns(order_id, state)]
+
+
+def held_returns_key(order_id: str) -> str:
+    return f"held:{order_id}"
+
+
+def _decide_held_returns(order_id: str, state: KeyValueState) -> list[Envelope]:
+    """Refund (or alert on) the returns that came before the order was decided."""
+    out: list[Envelope] = []
+    for ret in take_held(state, held_returns_key(order_id)):
+        assert isinstance(ret, ItemReturned)
+        out += _on_return(ret, state)
+    return out
 
 
 def _invoice(reserved: StockReserved, priced: dict[str, Any], state: KeyValueState) -> Envelope:
@@ -148,16 +164,24 @@ def _invoice(reserved: StockReserved, priced: dict[str, Any], state: KeyValueSta
 
 def _on_return(ret: ItemReturned, state: KeyValueState) -> list[Envelope]:
     p = ret.payload
-    if not first_time(state, f"return:{p.return_id}"):
+    if state.exists(f"return:{p.return_id}"):
         return []
     invoice: dict[str, Any] | None = state.get(f"invoice:{p.order_id}")
+    if invoice is None and not state.exists(f"rejected:{p.order_id}"):
+        # Not decided yet (the order or its reservation is on its way, on other topics):
+        # hold the return and decide it with the order. An order finance has not heard of
+        # at all is worth an alert now - it may never come - and still refunded if it does.
+        known = state.exists(f"order:{p.order_id}") or state.exists(f"reserved:{p.order_id}")
+        if not hold(state, held_returns_key(p.order_id), ret) or known:
+            return []
+        return [_alert(ret, "return_for_unknown_order",
+                       f"return {p.return_id} refers to order {p.order_id}, which finance "
+                       "has not seen: it is refunded if the order is invoiced")]  # fmt: skip
+    first_time(state, f"return:{p.return_id}")
     if invoice is None:
-        rejected = state.exists(f"rejected:{p.order_id}")
-        kind = "return_for_rejected_order" if rejected else "return_for_unknown_order"
-        why = "was rejected for lack of stock" if rejected else "was never invoiced"
-        return [
-            _alert(ret, kind, f"return {p.return_id} refers to order {p.order_id}, which {why}")
-        ]
+        return [_alert(ret, "return_for_rejected_order",
+                       f"return {p.return_id} refers to order {p.order_id}, which was "
+                       "rejected for lack of stock")]  # fmt: skip
     total, refunded = Decimal(invoice["total"]), Decimal(invoice["refunded"])
     amount = min(p.amount, total - refunded)
     if amount <= 0:

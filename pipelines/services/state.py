@@ -12,6 +12,8 @@ from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any, Protocol
 
+from shopstream.events import Envelope, decode_or_raise, encode
+
 _MISSING = object()
 
 Key = str | bytes
@@ -44,6 +46,29 @@ def first_time(state: KeyValueState, marker: Key, ttl: timedelta | None = None) 
         return False
     state.set(marker, 1, ttl=ttl)
     return True
+
+
+def hold(state: KeyValueState, key: Key, event: Envelope) -> bool:
+    """Park ``event`` under ``key`` until what it waits for arrives; ``False`` if it was
+    already parked there (a redelivery), so holding is idempotent on the event id.
+
+    Why: the inputs of a service come on several topics and each topic's consumer runs at
+    its own pace, so an event can arrive before the one it refers to (a return before its
+    order) - and deciding it then, on what is not known *yet*, would decide it wrong for good.
+    """
+    held: dict[str, str] = state.get(key, {})
+    event_id = str(event.event_id)
+    if event_id in held:
+        return False
+    state.set(key, {**held, event_id: encode(event).decode()})
+    return True
+
+
+def take_held(state: KeyValueState, key: Key) -> list[Envelope]:
+    """The events parked under ``key``, in the order they were held; the key is cleared."""
+    held: dict[str, str] = state.get(key, {})
+    state.delete(key)
+    return [decode_or_raise(raw.encode()) for raw in held.values()]
 
 
 class MemoryState:

@@ -13,6 +13,7 @@ State keys, per store:
 * ``order:<order_id>`` - ``{"status": "reserved"|"rejected", "lines": {sku: qty},
   "released": {sku: qty}, "returns": [return_id, ...]}``: the decision on an order, kept
   so a duplicate order never reserves twice and a return can release what was reserved.
+* ``held:<order_id>`` - returns that came before their order, held until it comes.
 * ``restock:<restock_id>`` - marks a delivery as booked, so a duplicate never adds twice.
 * ``alerting:<sku>`` - ``"low"`` or ``"out"`` while an alert condition holds (hysteresis).
 * ``cooldown:<severity>`` - ``{"until": epoch ms, "held": n}``: the store's alert cooldown.
@@ -26,7 +27,7 @@ from collections.abc import Iterable
 from datetime import timedelta
 from typing import Any
 
-from pipelines.services.state import KeyValueState, first_time
+from pipelines.services.state import KeyValueState, first_time, hold, take_held
 from shopstream.events import (
     Alert,
     AlertPayload,
@@ -107,10 +108,25 @@ def movements(event: Envelope) -> list[StockMovement]:
 
 
 def _on_order(order: OrderPlaced, state: KeyValueState) -> list[Envelope]:
+    if state.exists(f"order:{order.payload.order_id}"):
+        return []
+    out = _decide_order(order, state)
+    # Returns that came before their order: decided now that the order is (a rejected
+    # order's return moves no stock - finance raises its alert).
+    for ret in take_held(state, held_returns_key(order.payload.order_id)):
+        assert isinstance(ret, ItemReturned)
+        out += _on_return(ret, state)
+    return out
+
+
+def held_returns_key(order_id: str) -> str:
+    return f"held:{order_id}"
+
+
+def _decide_order(order: OrderPlaced, state: KeyValueState) -> list[Envelope]:
+    """Reserve the whole order or reject it (with the shortages), never in part."""
     p = order.payload
     record_key = f"order:{p.order_id}"
-    if state.exists(record_key):
-        return []
     wanted: dict[str, int] = {}
     for line in p.lines:  # the same SKU may appear on two lines
         wanted[line.sku] = wanted.get(line.sku, 0) + line.qty
@@ -185,8 +201,14 @@ def _on_return(ret: ItemReturned, state: KeyValueState) -> list[Envelope]:
     p = ret.payload
     record_key = f"order:{p.order_id}"
     record: dict[str, Any] | None = state.get(record_key)
-    # A return of an unknown or rejected order moves no stock; finance raises the alert.
-    if record is None or record["status"] != "reserved" or p.return_id in record["returns"]:
+    if record is None:
+        # The order has not come yet (another topic, maybe a lagging consumer): hold the
+        # return until it does. A return of an order that never comes stays held and
+        # moves no stock; finance raises the alert.
+        hold(state, held_returns_key(p.order_id), ret)
+        return []
+    # A return of a rejected order moves no stock; finance raises the alert.
+    if record["status"] != "reserved" or p.return_id in record["returns"]:
         return []
     reserved = int(record["lines"].get(p.sku, 0))
     released = int(record["released"].get(p.sku, 0))
@@ -230,9 +252,7 @@ def _on_restock(restock: Restocked, state: KeyValueState) -> list[Envelope]:
     return [event]
 
 
-def _low_stock_alert(
-    cause: OrderPlaced, sku: str, level: int, severity: str, held: int
-) -> Alert:
+def _low_stock_alert(cause: OrderPlaced, sku: str, level: int, severity: str, held: int) -> Alert:
     more = f" (and {held} more SKUs of this store since the last alert)" if held else ""
     state = "out of stock" if level == 0 else f"down to {level} units"
     return derive(

@@ -124,3 +124,51 @@ def test_reservation_waits_for_its_order_as_plain_state() -> None:
     assert isinstance(reserved, StockReserved)
     finance.handle(reserved, st)
     assert isinstance(st.get("reserved:o1"), str)  # JSON text: what a Quix store can hold
+
+
+@pytest.mark.parametrize("order_first", [True, False])
+def test_a_return_before_the_order_is_decided_is_refunded_once_it_is_invoiced(
+    order_first: bool,
+) -> None:
+    """The return comes while the order or its reservation is on its way (another topic,
+    a lagging consumer): it is held, not decided on what finance does not know yet."""
+    st = MemoryState()
+    reserved = stock.handle(ORDER_IN_STOCK, stocked())[0]
+    ret = s.return_of(ORDER_IN_STOCK, "ret1", "SKU-00001", 1, "10.00")
+    first, second = (ORDER_IN_STOCK, reserved) if order_first else (reserved, ORDER_IN_STOCK)
+    assert finance.handle(first, st) == []
+    assert finance.handle(ret, st) == []  # held: the order is known, only undecided
+    invoice, refund = finance.handle(second, st)
+    assert (invoice.event_type, refund.event_type) == ("InvoiceIssued", "RefundIssued")
+    assert refund.causation_id == str(ret.event_id)
+    assert finance.handle(ret, st) == []  # decided once
+
+
+def test_a_return_of_an_unseen_order_alerts_and_is_refunded_if_the_order_comes() -> None:
+    st = MemoryState()
+    reserved = stock.handle(ORDER_IN_STOCK, stocked())[0]
+    ret = s.return_of(ORDER_IN_STOCK, "ret1", "SKU-00001", 1, "10.00")
+    [alert] = finance.handle(ret, st)
+    assert isinstance(alert, Alert) and alert.payload.kind == "return_for_unknown_order"
+    assert finance.handle(ret, st) == []  # a redelivery is held once, alerted once
+    finance.handle(ORDER_IN_STOCK, st)
+    kinds = [e.event_type for e in finance.handle(reserved, st)]
+    assert kinds == ["InvoiceIssued", "RefundIssued"]
+
+
+def test_a_held_return_of_an_order_then_rejected_is_an_alert() -> None:
+    st = MemoryState()
+    finance.handle(ORDER, st)
+    ret = s.return_of(ORDER, "ret1", "SKU-00001", 1, "9.99")
+    assert finance.handle(ret, st) == []
+    [alert] = finance.handle(stock.handle(ORDER, MemoryState())[0], st)
+    assert isinstance(alert, Alert) and alert.payload.kind == "return_for_rejected_order"
+
+
+def stocked() -> MemoryState:
+    levels = MemoryState()
+    stock.handle(s.restock("d1", "SKU-00001", 5), levels)
+    return levels
+
+
+ORDER_IN_STOCK = s.order("o-in-stock", [("SKU-00001", 2, "10.00")])

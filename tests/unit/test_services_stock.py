@@ -133,6 +133,31 @@ def test_return_of_unknown_or_rejected_order_moves_no_stock(state: MemoryState) 
     assert levels(state) == {"SKU-00001": 10, "SKU-00002": 3}
 
 
+def test_a_return_before_its_order_releases_the_units_once_the_order_is_reserved(
+    state: MemoryState,
+) -> None:
+    """Orders and returns come on two topics: a return may come first (a lagging
+    consumer). It is held, then decided right after the order."""
+    order = s.order("o1", [("SKU-00001", 2, "5.00")])
+    ret = s.return_of(order, "ret1", "SKU-00001", 1, "5.00")
+    assert stock.handle(ret, state) == []
+    assert stock.handle(ret, state) == []  # a redelivery is held once
+    reserved, released = stock.handle(order, state)
+    assert (type(reserved), type(released)) == (StockReserved, StockReleased)
+    assert released.causation_id == str(ret.event_id)
+    assert released.payload.movement.level_after == 9  # 10 - 2 + 1
+    assert stock.handle(ret, state) == []
+    assert levels(state)["SKU-00001"] == 9
+
+
+def test_a_return_held_for_an_order_then_rejected_moves_no_stock(state: MemoryState) -> None:
+    order = s.order("o9", [("SKU-00002", 9, "1.00")])
+    assert stock.handle(s.return_of(order, "ret1", "SKU-00002", 1, "1.00"), state) == []
+    [rejected] = stock.handle(order, state)
+    assert isinstance(rejected, StockRejected)
+    assert levels(state)["SKU-00002"] == 3
+
+
 def test_derived_event_ids_are_deterministic(state: MemoryState) -> None:
     order = s.order("o1", [("SKU-00001", 2, "5.00")])
     [first] = stock.handle(order, state)
