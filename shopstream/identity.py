@@ -119,6 +119,10 @@ _NOT_READY_YET = frozenset({
     KafkaError.NOT_LEADER_FOR_PARTITION,
     KafkaError.LEADER_NOT_AVAILABLE,
     KafkaError.UNKNOWN_TOPIC_OR_PART,
+    # librdkafka's own answer while its metadata does not list the just-created partition
+    # yet (seen on a fresh Apache Kafka: the broker has it, the client's cache not).
+    KafkaError._UNKNOWN_PARTITION,
+    KafkaError._UNKNOWN_TOPIC,
 })
 
 

@@ -35,6 +35,7 @@ from typing import TYPE_CHECKING, Any
 from tenacity import wait_exponential
 
 from pipelines.runtime.outputs import AppCounters, Outputs
+from shopstream.errors import UserError
 from shopstream.kafka import unreachable_reason
 from shopstream.logs import configure_logging
 from shopstream.settings import Settings
@@ -181,6 +182,7 @@ def run_app(
         status.dead_lettered = counters.dead_lettered
         status.errors = counters.errors
         status.last_error = counters.last_error
+        status.note = counters.note
         status.broker_up = watch.up
 
     if EARLY_STOP.is_set():  # asked to stop while it got ready (shopstream.signals)
@@ -193,12 +195,16 @@ def run_app(
             log.info("%s: %s", app_name, describe)
         try:
             while not stop.is_set():
-                built = build()
                 progress = counters.consumed
                 learned = outputs.learned if outputs is not None else 0
                 try:
+                    # Building talks to the broker too (Quix creates and checks its topics):
+                    # what fails there is retried like a failed run.
+                    built = build()
                     built.app.run()
                     return  # stopped by a signal
+                except UserError:
+                    raise  # a setting or a state to fix: retrying would not change it
                 except Exception as exc:
                     if stop.is_set():
                         return
