@@ -24,7 +24,7 @@ from pipelines import deadletter
 from pipelines.router import build_router, router_topics
 from producers.faults import EXPECTED_ERROR, applicable_kinds, malform
 from shopstream.admin import create_topics
-from shopstream.events import Envelope, encode, headers_for, utc_ms
+from shopstream.events import APP_HEADER, EMITTED_AT_HEADER, Envelope, encode, headers_for, utc_ms
 from shopstream.kafka import make_producer
 from shopstream.settings import Settings, load_settings
 from shopstream.topics import DEAD_LETTERS, INGRESS_BY_CHANNEL, ROUTES, Namespace
@@ -130,7 +130,10 @@ def test_every_ingress_record_is_routed_dead_lettered_or_a_counted_duplicate(
         assert r.event is not None
         assert routes[r.topic] == ROUTES[r.event.event_type]
         assert r.key == r.event.store_id.encode()
-        assert r.headers == headers_for(r.event)
+        # The event's own headers first, then the router's lineage stamp (app, when).
+        assert r.headers[:-2] == headers_for(r.event)
+        assert [name for name, _ in r.headers[-2:]] == [APP_HEADER, EMITTED_AT_HEADER]
+        assert dict(r.headers)[APP_HEADER] == f"router-{ns.suffix}".encode()
 
     # Each malformed record whole in dead letters, with the kind the fault promises.
     letters = [deadletter.DeadLetter.from_message(_AsMessage(r)) for r in reader.records[dlq]]
