@@ -104,6 +104,7 @@ def app_statuses(settings: Settings) -> pl.DataFrame:
             "app": name, "kind": app.kind,
             "state": ("broker down" if status and not status.broker_up else "running")
             if fresh else "not running",
+            "note": status.note if fresh and status else None,
             "consumed": status.consumed if status else None,
             "produced": status.produced if status else None,
             "dead_lettered": status.dead_lettered if status else None,

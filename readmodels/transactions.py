@@ -39,6 +39,19 @@ def is_conflict(exc: BaseException) -> bool:
     )
 
 
+def error_line(exc: BaseException, limit: int = 200) -> str:
+    """The line of a (DuckDB) error that says why: DuckDB puts the context first and the
+    cause last (``Failed to commit DuckLake transaction.`` ... ``database is locked``)."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    line = lines[-1] if lines else type(exc).__name__
+    if len(line) <= limit:
+        return line
+    # The cause ends the line (``Could not write file "<long path>": No space left on
+    # device``): shorten the middle, never the end.
+    head = limit // 3
+    return f"{line[:head]}...{line[len(line) - (limit - head - 3):]}"
+
+
 def rollback(con: duckdb.DuckDBPyConnection) -> None:
     """Roll back the open transaction, if any: a COMMIT that failed (a DuckLake conflict)
     has already ended it, and a second error would hide the first."""

@@ -71,6 +71,9 @@ class AppCounters:
     """Records that could be neither produced nor dead-lettered (logged, counted)."""
     errors: int = 0
     last_error: str | None = None
+    note: str | None = None
+    """What the app is doing now when it is not just working, e.g. ``paused: disk full``
+    (published in its status: the live board and the health page show it)."""
 
     def error(self, message: str) -> None:
         self.errors += 1

@@ -43,6 +43,7 @@ from pipelines.sink.writer import LakeWriter, Record
 from readmodels import schema as t
 from readmodels.generations import Generation, drop_old, generations, open_for
 from readmodels.lake import LAKE, LakeLocation, connect
+from readmodels.transactions import error_line
 from shopstream.admin import create_topics
 from shopstream.apps import AppSpec
 from shopstream.identity import broker_identity
@@ -101,7 +102,7 @@ class LakeSink(BaseSink):
         try:
             result = self.writer.write(staged)
         except (duckdb.IOException, duckdb.TransactionException, OSError) as exc:
-            reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200]}"
+            reason = f"{type(exc).__name__}: {error_line(exc)}"
             if self.paused_reason is None:
                 log.warning(
                     "sink: cannot write the read models (%s); pausing %.0fs and retrying the "
@@ -109,10 +110,12 @@ class LakeSink(BaseSink):
                 )  # fmt: skip
             self.paused_reason = reason
             self.counters.error(f"lake write paused: {reason}")
+            self.counters.note = f"paused, retrying: {reason}"
             raise SinkBackpressureError(retry_after=BACKPRESSURE_S) from exc
         if self.paused_reason is not None:
             log.info("sink: writing the read models again (was: %s)", self.paused_reason)
             self.paused_reason = None
+            self.counters.note = None
         self.counters.produced += result.records
         if time.monotonic() >= self._next_housekeeping:
             self._next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY_S
@@ -123,7 +126,7 @@ class LakeSink(BaseSink):
                 # tidy at once and conflict now and then. It runs again next time.
                 log.warning(
                     "sink housekeeping did not finish (%s: %s); it runs again in %.0fs",
-                    type(exc).__name__, str(exc).splitlines()[-1][:200], HOUSEKEEPING_EVERY_S,
+                    type(exc).__name__, error_line(exc), HOUSEKEEPING_EVERY_S,
                 )  # fmt: skip
 
     def on_paused(self) -> None:

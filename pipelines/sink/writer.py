@@ -36,7 +36,7 @@ import pyarrow.compute as pc
 from pipelines.sink.feeds import Feed, lineage_select
 from readmodels import schema as t
 from readmodels.generations import Generation
-from readmodels.transactions import is_conflict, rollback
+from readmodels.transactions import error_line, is_conflict, rollback
 
 log = logging.getLogger("pipelines.sink")
 
@@ -156,7 +156,7 @@ class LakeWriter:
                 log.info(
                     "sink: commit conflicted with another writer's (%s); writing the same "
                     "%d records again in %.0f ms (attempt %d of %d)",
-                    str(exc).splitlines()[-1][:160], raw.num_rows, wait * 1000,
+                    error_line(exc, 160), raw.num_rows, wait * 1000,
                     conflicts + 1, COMMIT_ATTEMPTS,
                 )  # fmt: skip
                 time.sleep(wait)
