@@ -5,7 +5,9 @@ from __future__ import annotations
 import polars as pl
 import streamlit as st
 
+from dashboard.broker import broker_info
 from dashboard.state import settings
+from shopstream.errors import UserError
 from tour.scenarios import SCENARIOS, TourResult
 
 TITLES = {
@@ -24,6 +26,14 @@ def render() -> None:
         "stops a service - and shows the real events, offsets and timings it produced. The "
         "same scenarios run from the command line: `shopstream tour MODEL`."
     )
+    try:
+        broker_info(settings())
+    except UserError as exc:
+        st.error(
+            f"The scenarios act on the running stack, and no broker answers: {exc}. "
+            "Start the whole shop with `shopstream up`.", icon=":material/block:",
+        )  # fmt: skip
+        return
     model = st.radio("model", list(SCENARIOS), format_func=TITLES.get, key="tour_model")
     if st.button("Run this scenario", type="primary", key="tour_run"):
         with st.spinner(f"running {model} on the live stack ..."):

@@ -10,8 +10,11 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from dashboard.broker import app_statuses
 from shopstream import settings as settings_module
 from shopstream.settings import load_settings
+from shopstream.status import StatusPublisher
+from shopstream.topics import CATALOG
 from support.lake import feed, shop_run, sink_for
 
 PAGES = ("overview", "inventory", "customers", "trace", "health", "replay")
@@ -131,3 +134,26 @@ def test_every_page_says_what_to_do_when_there_are_no_read_models(
 ) -> None:
     at = run_page(page, tmp_path / "empty", monkeypatch)
     assert "No read models yet" in texts(at) and "shopstream up" in texts(at)
+
+
+def test_the_health_table_shows_what_a_paused_app_says(tmp_path: Path) -> None:
+    """What an app publishes as its note (the sink: ``paused, retrying: ...``) is a column
+    of the health page's process table."""
+    settings = load_settings(data_dir=tmp_path / "data")
+    note = "paused, retrying: IOException: No space left on device"
+    with StatusPublisher(settings, CATALOG.app("sink"), lambda s: setattr(s, "note", note)):
+        table = app_statuses(settings)
+    row = table.filter(table["app"] == "sink").to_dicts()[0]
+    assert (row["state"], row["note"]) == ("running", note)
+
+
+@pytest.mark.parametrize("page", ["topology", "tour"])
+def test_the_live_pages_say_the_broker_is_unreachable(
+    page: str, shop_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The topology map and the tour run against the broker; without one they say so (and
+    how to start it) instead of failing."""
+    at = run_page(page, shop_lake, monkeypatch)
+    shown = texts(at)
+    assert "no broker at 127.0.0.1:1" in shown, shown
+    assert "`shopstream up`" in shown or "`shopstream broker`" in shown, shown
