@@ -45,6 +45,7 @@ def realtime_scale(start_ms: int, rate: float) -> float:
     actions = sum(TrafficModel(start_ms).expected_actions(start_ms, start_ms + HOUR_MS))
     return rate / max(actions / 3600.0, 1e-6)
 
+
 DEFAULT_TOPICS: dict[IngressChannel, str] = {
     c: INGRESS_BY_CHANNEL[c].name for c in INGRESS_CHANNELS
 }
@@ -143,9 +144,25 @@ def run_produce(
     broker answers. Delivery failures do not raise: they are counted in the
     returned stats.
     """
-    stats = ProduceStats()
     stop = stop or Stop()
-    console = console or Console(stderr=True)
+    # From the start: a stop asked for while the broker is checked ends the run cleanly
+    # (flushed, summarised) instead of killing the process.
+    with stop.on_signals():
+        return _run_produce(settings, options, console or Console(stderr=True), stop,
+                            producer, flush_timeout, producer_overrides, status_name)  # fmt: skip
+
+
+def _run_produce(
+    settings: Settings,
+    options: ProduceOptions,
+    console: Console,
+    stop: Stop,
+    producer: ProducerLike | None,
+    flush_timeout: float,
+    producer_overrides: Mapping[str, Any] | None,
+    status_name: str | None,
+) -> ProduceStats:
+    stats = ProduceStats()
     record_opening = False
     if producer is None:
         fetch_metadata(settings)
@@ -175,7 +192,7 @@ def run_produce(
     rate, speedup = options.rate, options.speedup
     if options.realtime:
         rate, speedup = options.rate * REALTIME_BURST, 1.0
-    with stop.on_signals(), LiveLine(stats, console), _published(settings, stats, status_name):
+    with LiveLine(stats, console), _published(settings, stats, status_name):
         stats.started = time.monotonic()  # rates measure sending, not the broker check
         try:
             sender.send(opening, deadline=deadline, opening=True)

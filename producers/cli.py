@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, ClassVar
 
 import click
@@ -273,9 +273,18 @@ def produce(
     start_iso = from_ms(start_ms).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     Console().print(summary_table(stats, seed=seed, start_iso=start_iso))
     if stats.failed or stats.unflushed:
+        hint = f"check the broker at {settings.broker_address}"
+        if "INVALID_TIMESTAMP" in (stats.last_error or ""):
+            # Records carry their event time; brokers refuse times too far ahead of their
+            # clock (Apache Kafka: an hour, log.message.timestamp.after.max.ms).
+            earlier = datetime.now(UTC) - timedelta(hours=6)
+            hint = (
+                "the event times ran ahead of the broker's clock: an unpaced or sped-up run "
+                f"should start in the past, e.g. --start-time {earlier:%Y-%m-%dT%H:00Z}"
+            )
         click.echo(
             f"error: {stats.failed:,} records failed and {stats.unflushed:,} were not flushed "
-            f"(last error: {stats.last_error}) - check the broker at {settings.broker_address}",
+            f"(last error: {stats.last_error}) - {hint}",
             err=True,
         )
         raise click.exceptions.Exit(1)

@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from producers.pacing import Pacer
 from producers.record import IngressChannel, Record
+from shopstream.signals import STOP as EARLY_STOP
 
 POLL_EVERY = 1024
 """Serve delivery reports every this many records (a poll per record costs ~1 us)."""
@@ -94,6 +95,8 @@ class Stop:
         if threading.current_thread() is not threading.main_thread():
             yield
             return
+        if EARLY_STOP.is_set():  # asked for while the process got ready
+            self.set("signal")
 
         def handle(signum: int, frame: FrameType | None) -> None:
             if self.is_set() and signum == signal.SIGINT:

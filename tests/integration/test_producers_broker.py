@@ -16,7 +16,7 @@ import sys
 import time
 from collections import defaultdict
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
@@ -89,13 +89,19 @@ def consumed_wire(messages: list[Any]) -> list[tuple[str, Wire]]:
     return out
 
 
+EARLIER = datetime.now(UTC).replace(second=0, microsecond=0) - timedelta(hours=6)
+"""Where the simulated shop's clock starts: unpaced or at 2,000/s its event time runs ahead
+of the wall clock (far ahead at night, when the shop is quiet), and Apache Kafka refuses
+record times over an hour ahead of its own (``log.message.timestamp.after.max.ms``)."""
+
+
 def test_everything_sent_is_read_back_in_order_per_store(
     settings: Settings,
     isolated_topics: Callable[..., list[TopicSpec]],
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     topics = ingress_topics(isolated_topics)
-    start = datetime.now(UTC).replace(second=0, microsecond=0)
+    start = EARLIER
     count = 4000
     args = [
         "produce", "--broker", settings.broker_address, "--rate", "0", "--count", str(count),
@@ -147,7 +153,8 @@ def test_sigterm_flushes_and_summarises(
     proc = subprocess.Popen(
         [
             sys.executable, "-m", "shopstream", "produce", "--broker", settings.broker_address,
-            "--rate", "2000", *(f"--topic={c}={t}" for c, t in topics.items()),
+            "--rate", "2000", "--start-time", EARLIER.isoformat(),
+            *(f"--topic={c}={t}" for c, t in topics.items()),
         ],
         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "COLUMNS": "200"},
