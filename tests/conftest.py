@@ -9,6 +9,7 @@ with the reason - except under CI (``CI=true``), where it must run.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import Callable, Iterator
@@ -20,6 +21,7 @@ from shopstream.admin import create_topics
 from shopstream.brokers import BrokerProcess, make_broker
 from shopstream.settings import Settings, load_settings
 from shopstream.topics import Namespace, TopicSpec
+from support.notes import NOTES
 
 ALL_LANES = ("embedded", "kafka")
 
@@ -42,13 +44,41 @@ def _lanes(config: pytest.Config) -> list[str]:
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "broker_lane" in metafunc.fixturenames:
-        metafunc.parametrize("broker_lane", _lanes(metafunc.config), scope="session")
+        lanes = _lanes(metafunc.config)
+        only = metafunc.definition.get_closest_marker("lane")
+        if only is not None:  # what it claims does not depend on the broker: one lane is enough
+            lanes = [lane for lane in lanes if lane == only.args[0]]
+        metafunc.parametrize("broker_lane", lanes, scope="session")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "lane(NAME): run on this broker lane only (a claim about our own code that "
+        "the broker does not change, e.g. the read side's faults)",
+    )  # fmt: skip
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     for item in items:
         if "broker_lane" in getattr(item, "fixturenames", ()):
             item.add_marker(pytest.mark.integration)
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: object, error: object) -> None:
+    """xdist's controller: collect a finished worker's notes."""
+    output = getattr(node, "workeroutput", {})
+    NOTES.extend((section, line) for section, line in json.loads(output.get("notes", "[]")))
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    sections: dict[str, list[str]] = {}
+    for section, line in NOTES:
+        sections.setdefault(section, []).append(line)
+    for section, lines in sections.items():
+        terminalreporter.section(section)
+        for line in lines:
+            terminalreporter.write_line(line)
 
 
 _started: dict[str, BrokerProcess] = {}
@@ -71,10 +101,14 @@ def broker(broker_lane: str, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     yield _started[broker_lane]
 
 
+@pytest.hookimpl(trylast=True)  # after the other conftests noted their figures
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     for proc in _started.values():
         proc.stop()
     _started.clear()
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: the controller prints the notes
+        workeroutput["notes"] = json.dumps(NOTES)
 
 
 @pytest.fixture

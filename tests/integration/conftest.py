@@ -21,6 +21,8 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from support.notes import note
+
 
 class BrokerGap(AssertionError):
     """A claim about broker behaviour did not hold on this broker."""
@@ -63,18 +65,13 @@ def claim() -> Callable[[bool, str], None]:
     return check
 
 
-def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Print how long assembling and starting Apache Kafka took in this run (CI notes)."""
-    try:
-        from shopstream.brokers.kafka_reference import startup_timings
-    except ImportError:  # pragma: no cover - the module ships with the package
-        return
-    timings = startup_timings()
-    if not timings:
-        return
-    terminalreporter.section("Apache Kafka reference broker")
-    for timing in timings:
-        terminalreporter.write_line(f"{timing.what}: {timing.seconds:.1f}s ({timing.detail})")
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Note how long assembling and starting Apache Kafka took in this run (CI notes)."""
+    from shopstream.brokers.kafka_reference import startup_timings
+
+    for timing in startup_timings():
+        note("Apache Kafka reference broker",
+             f"{timing.what}: {timing.seconds:.1f}s ({timing.detail})")  # fmt: skip
 
 
 @pytest.fixture

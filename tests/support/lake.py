@@ -9,6 +9,7 @@ in order. Offsets are counted per topic partition as a broker would.
 
 from __future__ import annotations
 
+import time
 import zlib
 from collections import defaultdict, deque
 from collections.abc import Iterator
@@ -48,6 +49,19 @@ def order_records(n: int, first_offset: int = 0, seed: int = 3) -> list[Record]:
         out.append(("orders", 0, offset, rec.timestamp_ms, rec.key, rec.value, rec.headers))
         if len(out) == n:
             return out
+    raise AssertionError("the simulator ran dry")
+
+
+def simulated_orders(n: int, seed: int = 11) -> list[tuple[bytes, bytes, int]]:
+    """``(key, value, timestamp)`` of ``n`` simulated orders of the last hour, to produce
+    onto an ``orders`` topic."""
+    start = int(time.time() * 1000) - 3_600_000
+    out = []
+    for rec in ShopSimulator(SimConfig(start_ms=start, seed=seed)).records():
+        if rec.event_type == "OrderPlaced":
+            out.append((rec.key, rec.value, rec.timestamp_ms))
+            if len(out) == n:
+                return out
     raise AssertionError("the simulator ran dry")
 
 
