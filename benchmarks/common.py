@@ -146,13 +146,13 @@ class Sizes:
 
 QUICK = Sizes(
     produce_events=20_000, produce_rounds=1,
-    router_events=10_000, router_rounds=1, router_guarantees=("exactly-once",),
+    router_events=6_000, router_rounds=1, router_guarantees=("exactly-once",),
     router_apps=("quix json apply", "router"),
     analytics_guarantees=("exactly-once",),
-    sink_events=1_500, inlining_commits=12, inlining_batch=300,
+    sink_events=1_500, inlining_commits=8, inlining_batch=300,
     replay_orders=50_000,
-    e2e_rates=(250, 750), e2e_step_s=6.0,
-    freshness_rates=(1000, 5000), freshness_s=4.0,
+    e2e_rates=(250, 750), e2e_step_s=5.0,
+    freshness_rates=(1000,), freshness_s=4.0,
     freshness_intervals=((1.0, 0.3),),
     query_orders=(20_000, 100_000), query_base=20_000, query_reps=5,
     quix_idle_s=1.5,

@@ -15,6 +15,8 @@ command -v java >/dev/null || need+=(default-jre-headless)
 command -v mvn >/dev/null || need+=(maven)
 # docker-compose (v1) validates compose.yaml offline; no Docker engine is needed for that.
 command -v docker-compose >/dev/null || need+=(docker-compose)
+# Chromium: the dashboard's end-to-end test drives it (Playwright, headless).
+command -v chromium >/dev/null || need+=(chromium)
 # PostgreSQL: the tests start their own server for the read models' DuckLake catalog.
 command -v initdb >/dev/null || compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null \
   || need+=(postgresql)
@@ -30,4 +32,10 @@ fi
 
 "$venv/bin/ruff" check .
 "$venv/bin/shopstream" schemas export --check
-exec "$venv/bin/pytest" "$@"
+# Two workers or more (one per core, at most 4): the integration tests spend much of their
+# time waiting on brokers and processes. Each worker runs whole modules (their stacks
+# and brokers are module and session fixtures) and starts its own brokers.
+workers=$(nproc 2>/dev/null || echo 2)
+[ "$workers" -lt 2 ] && workers=2
+[ "$workers" -gt 4 ] && workers=4
+exec "$venv/bin/pytest" -n "$workers" --dist loadscope --durations=25 "$@"

@@ -131,6 +131,22 @@ def test_a_user_watches_the_shop_traces_an_order_and_replays_the_history(
         page.wait_for_timeout(1000)
         page.screenshot(path=str(SHOTS / "trace.png"))
 
+        # Topology: the live map of apps and topics.
+        page.goto(f"{url}/topology")
+        page.get_by_role("heading", name="Topology").first.wait_for(timeout=60_000)
+        page.wait_for_timeout(4000)
+        page.screenshot(path=str(SHOTS / "topology.png"))
+
+        # Tour: one model run from the page, on the live stack, with its claims checked.
+        page.goto(f"{url}/tour")
+        page.get_by_text("CQRS - séparation commande / requête").click()
+        page.get_by_role("button", name="Run this scenario").click()
+        page.locator(
+            '[data-testid="stAlertContentSuccess"]', has_text="the read model shows the order"
+        ).wait_for(timeout=120_000)
+        page.wait_for_timeout(1000)
+        page.screenshot(path=str(SHOTS / "tour.png"))
+
         # Replay: from the page, to the end, and the verdict.
         page.goto(f"{url}/replay")
         page.get_by_label("name").fill("browser")
