@@ -168,7 +168,7 @@ KEYS = [(f"store-{s:02d}", f"SKU-{k:05d}") for s in range(1, 5) for k in range(1
 
 
 def shop_orders(n: int) -> list[tuple[bytes, bytes, int]]:
-    start = int(time.time() * 1000) - 3_600_000
+    start = int(time.time() * 1000) - 2 * 86_400_000  # never ahead of the clock: support.lake
     out = []
     for rec in ShopSimulator(SimConfig(start_ms=start, seed=23)).records():
         if rec.event_type == "OrderPlaced":

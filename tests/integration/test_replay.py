@@ -78,7 +78,7 @@ def test_a_replay_from_offset_zero_equals_the_live_model_at_the_same_offsets(
 ) -> None:
     create_topics(settings, namespace.topics(feed.topic for feed in FEEDS))
     topic = namespace.topic(ORDERS).name
-    start_ms = int(time.time() * 1000) - 6 * 3_600_000
+    start_ms = int(time.time() * 1000) - 12 * 3_600_000  # never ahead of the clock: support.lake
     produce_orders(settings, topic, ORDERS_N, seed=21, start_ms=start_ms)
     sink = AppProcess("sink", namespace, settings, tmp_path).start()
     rm = ReadModels(settings)

@@ -53,9 +53,11 @@ def order_records(n: int, first_offset: int = 0, seed: int = 3) -> list[Record]:
 
 
 def simulated_orders(n: int, seed: int = 11) -> list[tuple[bytes, bytes, int]]:
-    """``(key, value, timestamp)`` of ``n`` simulated orders of the last hour, to produce
-    onto an ``orders`` topic."""
-    start = int(time.time() * 1000) - 3_600_000
+    """``(key, value, timestamp)`` of ``n`` simulated orders to produce onto an ``orders``
+    topic, their event times from two days ago: unpaced, the simulated shop's clock runs
+    hours ahead (at night, when it is quiet, 6,000 orders span hours), and Apache Kafka
+    refuses record times over an hour ahead of its own (``INVALID_TIMESTAMP``)."""
+    start = int(time.time() * 1000) - 2 * 86_400_000
     out = []
     for rec in ShopSimulator(SimConfig(start_ms=start, seed=seed)).records():
         if rec.event_type == "OrderPlaced":
