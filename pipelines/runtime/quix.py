@@ -14,6 +14,7 @@ from shopstream.topics import TopicSpec
 if TYPE_CHECKING:
     from quixstreams import Application
     from quixstreams.models import Topic
+    from quixstreams.state.rocksdb import RocksDBOptions
 
 COMMIT_INTERVAL_S = 1.0
 """Checkpoint (Kafka transaction) interval of every app, unless overridden.
@@ -23,6 +24,30 @@ transaction commits, so each hop of the choreography adds up to one interval of 
 (order -> reservation -> invoice -> notification is three hops after the router). One
 second keeps a flow's end-to-end latency to a few seconds for a small cost per commit.
 """
+
+STATE_MEMTABLE_BYTES = 4 * 1024 * 1024
+"""RocksDB memtable size of each state store partition (Quix's default: 64 MiB, three).
+
+State is written in checkpoint-sized pieces (the router rewrites a dedupe segment per
+partition each second), and until a memtable fills it stays in memory, its WAL on disk:
+measured under ``up`` at 100 events/s, the router held 288 MB of WAL and not one SST file
+after 37 minutes, its RSS growing 8 MB a minute (210 -> 502 MiB). Small memtables reach
+disk within minutes; an app's state then needs at most partitions x 2 x 4 MiB of memory
+plus the block cache."""
+STATE_BLOCK_CACHE_BYTES = 64 * 1024 * 1024
+"""The block cache shared by every store partition of a process (Quix's default: 1 GiB)."""
+
+
+def state_options() -> RocksDBOptions:
+    """The RocksDB options of every app's state stores (see :data:`STATE_MEMTABLE_BYTES`)."""
+    from quixstreams.state.rocksdb import RocksDBOptions
+
+    return RocksDBOptions(
+        write_buffer_size=STATE_MEMTABLE_BYTES,
+        max_write_buffer_number=2,
+        target_file_size_base=STATE_MEMTABLE_BYTES,
+        block_cache_size=STATE_BLOCK_CACHE_BYTES,
+    )
 
 
 def quix_app(
@@ -74,6 +99,7 @@ def quix_app(
         # run loop's broker watch can hold back what an outage makes it say.
         "loglevel": None,
         "commit_interval": COMMIT_INTERVAL_S,
+        "rocksdb_options": state_options(),
     }
     options.update(kwargs)
     return Application(**options)
