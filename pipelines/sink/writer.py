@@ -95,7 +95,8 @@ class LakeWriter:
     """Writes staged records into ``generation`` through ``con`` (the one writer).
 
     ``feeds`` maps each topic name read (catalog or namespaced) to its :class:`Feed`.
-    ``lineage=False`` skips the ``events`` rows (a replay rebuilds the order history only).
+    ``lineage=False`` skips the ``events`` rows and ``rollups=False`` the pre-aggregates
+    (a replay rebuilds the order history only: see :func:`pipelines.replay.engine.compare`).
     """
 
     def __init__(
@@ -105,11 +106,13 @@ class LakeWriter:
         feeds: dict[str, Feed],
         *,
         lineage: bool = True,
+        rollups: bool = True,
     ) -> None:
         self.con = con
         self.generation = generation
         self.feeds = feeds
         self.lineage = lineage
+        self.rollups = rollups
         self.next_offsets: dict[tuple[str, int], int] = self._stored_offsets()
 
     def _stored_offsets(self) -> dict[tuple[str, int], int]:
@@ -215,48 +218,76 @@ class LakeWriter:
         return result
 
     def _prepare(self, con: duckdb.DuckDBPyConnection) -> dict[str, list[str]]:
-        """Parse each topic once into a temp table; return the SELECTs per target table."""
+        """Parse each topic once into a temp table; return the SELECTs per target table
+        (rollups last)."""
         selects: dict[str, list[str]] = defaultdict(list)
+        rollups: dict[str, list[str]] = defaultdict(list)
         topics = [row[0] for row in con.execute("SELECT DISTINCT topic FROM raw").fetchall()]
         for i, topic in enumerate(sorted(topics)):
             feed = self.feeds[topic]
             src = f"src_{i}"
             structure = feed.json_structure
-            parsed = (
-                f"TRY(json_transform(TRY(decode(value)), '{structure}'))"
-                if structure is not None
-                else "NULL"
-            )
-            con.execute(
-                f"CREATE OR REPLACE TEMP TABLE {src} AS SELECT topic, kafka_partition, "
-                f"kafka_offset, kafka_ts, key, value, headers, {parsed} AS e "
-                "FROM raw WHERE topic = ?",
-                [topic],
-            )
+            _parse(con, src, topic, structure)
             for table, select in feed.inserts:
                 selects[table.name].append(select.format(src=src))
+            for table, source, select in feed.rollups if self.rollups else ():
+                rollups[table.name].append(select.format(rows=f"out_{source.name}"))
             if feed.lineage and self.lineage:
                 selects[t.EVENTS.name].append(lineage_select(feed).format(src=src))
             if structure is not None:
                 selects[t.DEAD_LETTERS.name].append(UNREADABLE.format(src=src))
+        # After every base table: _materialize makes them in this order, and a rollup
+        # reads its source's temp table (out_<source>).
+        selects.update(rollups)
         return selects
 
     def _materialize(
         self, con: duckdb.DuckDBPyConnection, selects: dict[str, list[str]]
     ) -> dict[str, tuple[str, int]]:
-        """One temp table per target table with rows (the UNION of its feeds' SELECTs):
-        ``table -> (temp table, rows)``."""
+        """One temp table per target table with rows (the UNION of its feeds' SELECTs),
+        with the target's columns and types: ``table -> (temp table, rows)``."""
         sunk_at = datetime.now(UTC)
         outputs: dict[str, tuple[str, int]] = {}
         for table, parts in selects.items():
             temp = f"out_{table}"
             sql = " UNION ALL ".join(f"({part})" for part in parts)
             params = {"sunk_at": sunk_at} if "$sunk_at" in sql else None
-            con.execute(f"CREATE OR REPLACE TEMP TABLE {temp} AS {sql}", params)
-            found = con.execute(f"SELECT count(*) FROM {temp}").fetchone()
+            con.execute(f"CREATE OR REPLACE TEMP TABLE {temp} ({t.TABLES_BY_NAME[table].columns})")
+            found = con.execute(f"INSERT INTO {temp} {sql}", params).fetchone()
             if found and found[0]:
                 outputs[table] = (temp, int(found[0]))
         return outputs
+
+
+def _parse(con: duckdb.DuckDBPyConnection, src: str, topic: str, structure: str | None) -> None:
+    """``raw``'s records of ``topic`` into temp table ``src``, each value parsed with
+    ``json_transform`` into ``e`` (``NULL`` if unreadable); ``key`` and ``value`` are kept
+    only for unreadable records (the dead-letter rows quote them).
+
+    Why two ways: ``TRY`` per value makes the parse 1.6x slower (measured: 0.445 s against
+    0.276 s for 200,000 orders), and a topic's values are nearly always readable. So the
+    batch is parsed without it first; if any value breaks the parse (not UTF-8, not JSON),
+    the whole batch is parsed again value by value with ``TRY``."""
+    keep = "topic, kafka_partition, kafka_offset, kafka_ts, headers"
+    unreadable_only = (
+        "CASE WHEN e IS NULL THEN key END AS key, CASE WHEN e IS NULL THEN value END AS value"
+    )
+    create = f"CREATE OR REPLACE TEMP TABLE {src} AS SELECT {keep}, e, {unreadable_only} FROM "
+    if structure is None:
+        con.execute(f"{create}(SELECT *, NULL AS e FROM raw WHERE topic = ?)", [topic])
+        return
+    try:
+        con.execute(
+            f"{create}(SELECT *, json_transform(decode(value), '{structure}') AS e "
+            "FROM raw WHERE topic = ?)",
+            [topic],
+        )
+    except duckdb.Error:
+        con.execute(
+            f"{create}(SELECT *, TRY(json_transform(TRY(decode(value)), '{structure}')) AS e "
+            "FROM raw WHERE topic = ?)",
+            [topic],
+        )
 
 
 def _unwritten(raw: pa.Table, next_offsets: dict[tuple[str, int], int]) -> pa.Table:

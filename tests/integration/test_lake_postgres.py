@@ -13,6 +13,7 @@ installed they skip, except under CI (``CI=true``), where they must run.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import re
@@ -30,7 +31,6 @@ import pytest
 from pipelines.sink.app import feeds_for
 from pipelines.sink.feeds import FEEDS
 from pipelines.sink.writer import LakeWriter, Record
-from producers.simulator import ShopSimulator, SimConfig
 from readmodels.generations import Generation, generations, open_for
 from readmodels.lake import connect
 from readmodels.queries import NoReadModels, ReadModels
@@ -38,6 +38,7 @@ from shopstream.admin import create_topics
 from shopstream.kafka import make_producer
 from shopstream.settings import Settings, load_settings
 from shopstream.topics import CATALOG, ORDERS, STOCK_LEVELS, Namespace
+from support.lake import STOCK_KEYS, simulated_order_stream, stock_level
 from support.postgres import PostgresServer, start_postgres, unavailable_reason
 from support.processes import AppProcess, TopicReader
 
@@ -164,18 +165,6 @@ def test_sinks_starting_at_once_open_one_generation(
 # --- two sink replicas on a broker ------------------------------------------------------
 
 CHUNK = 200
-KEYS = [(f"store-{s:02d}", f"SKU-{k:05d}") for s in range(1, 5) for k in range(1, 16)]
-
-
-def shop_orders(n: int) -> list[tuple[bytes, bytes, int]]:
-    start = int(time.time() * 1000) - 2 * 86_400_000  # never ahead of the clock: support.lake
-    out = []
-    for rec in ShopSimulator(SimConfig(start_ms=start, seed=23)).records():
-        if rec.event_type == "OrderPlaced":
-            out.append((rec.key, rec.value, rec.timestamp_ms))
-            if len(out) == n:
-                return out
-    raise AssertionError("the simulator ran dry")
 
 
 def status_of(path: Path) -> dict[str, Any]:
@@ -205,7 +194,7 @@ def test_two_sink_replicas_write_every_record_exactly_once(
         (tmp_path / f"r{i}").mkdir(exist_ok=True)
         sinks.append(AppProcess("sink", namespace, replica, tmp_path / f"r{i}").start())
     statuses = [r.data_dir / "run" / f"{namespace.app('sink')}.json" for r in replicas]
-    pool = iter(shop_orders(150 * CHUNK))
+    pool = simulated_order_stream(seed=23)
     rm = ReadModels(shared)
     sent = 0
     a_before_kill, restarted_at = 0, 0.0
@@ -225,33 +214,37 @@ def test_two_sink_replicas_write_every_record_exactly_once(
         for key, value, ts in (next(pool) for _ in range(CHUNK)):
             producer.produce(orders_topic, value, key, timestamp=ts)
         sent += CHUNK
-        for j, (store, sku) in enumerate(KEYS[chunk % 3 :: 3]):
-            doc = {"store_id": store, "sku": sku, "level": (chunk * 7 + j) % 50,
-                   "as_of": "2026-12-01T12:00:00.000Z", "event_id": f"lv-{chunk}-{j}"}  # fmt: skip
-            producer.produce(levels_topic, orjson.dumps(doc), f"{store}/{sku}".encode())
+        for j, (store, sku) in enumerate(STOCK_KEYS[chunk % 3 :: 3]):
+            key, value = stock_level(store, sku, (chunk * 7 + j) % 50, f"lv-{chunk}-{j}")
+            producer.produce(levels_topic, value, key)
         producer.flush(30)
         time.sleep(0.3)
 
     chunks = iter(range(10**6))
 
-    def produce_until(done: Callable[[], bool], at_least: int, at_most: int) -> None:
-        """Traffic in chunks: ``at_least`` of them, then on until ``done()``."""
-        for n in range(at_most):
+    def produce_until(done: Callable[[], bool], at_least: int, within_s: float = 0.0) -> None:
+        """Traffic in chunks: ``at_least`` of them, then on until ``done()`` (for at most
+        ``within_s`` seconds: a replica joining its group on a loaded machine is slow)."""
+        deadline = time.monotonic() + within_s
+        for n in itertools.count():
             if n >= at_least and done():
                 return
+            assert n < at_least or time.monotonic() < deadline, (
+                f"not done after {n} chunks in {within_s:.0f}s: "
+                f"{[status_of(s) for s in statuses]}\n" + "\n".join(s.log_tail(10) for s in sinks)
+            )
             send_chunk(next(chunks))
-        assert done(), [status_of(s) for s in statuses]
 
     try:
         # Both replicas write their partitions, concurrently, then A dies mid-stream (at
         # whatever point its checkpoint is), B takes its partitions over, A comes back.
-        produce_until(lambda: min(written(0), written(1)) >= 50, 6, 60)
+        produce_until(lambda: min(written(0), written(1)) >= 50, 6, 180)
         a_before_kill = written(0)
         sinks[0].kill()
-        produce_until(lambda: True, 6, 6)
+        produce_until(lambda: True, 6)
         restarted_at = time.time()
         sinks[0].start()
-        produce_until(lambda: written(0, since=restarted_at) >= 50, 4, 80)
+        produce_until(lambda: written(0, since=restarted_at) >= 50, 4, 180)
         assert producer.flush(30) == 0
         deadline = time.monotonic() + 90
         while orders_written() < sent and time.monotonic() < deadline:
@@ -310,7 +303,7 @@ def test_two_sink_replicas_write_every_record_exactly_once(
     levels = rm.stock_levels()
     got = {(s, k): v for s, k, v in zip(levels["store_id"], levels["sku"], levels["level"],
                                          strict=True)}  # fmt: skip
-    assert len(levels) == len(got) == len(KEYS), "a stock level row is doubled or missing"
+    assert len(levels) == len(got) == len(STOCK_KEYS), "a stock level row is doubled or missing"
     assert got == {key: value for key, (_, value) in latest.items()}
     stored = {(t, p): n for t, p, n, _ in rm.sink_offsets().iter_rows()}
     assert stored == dict(ends)

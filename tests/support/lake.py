@@ -9,11 +9,14 @@ in order. Offsets are counted per topic partition as a broker would.
 
 from __future__ import annotations
 
+import itertools
 import time
 import zlib
 from collections import defaultdict, deque
 from collections.abc import Iterator
 from dataclasses import dataclass, field
+
+import orjson
 
 from pipelines.router import decide
 from pipelines.runtime.outputs import AppCounters
@@ -54,17 +57,32 @@ def order_records(n: int, first_offset: int = 0, seed: int = 3) -> list[Record]:
 
 def simulated_orders(n: int, seed: int = 11) -> list[tuple[bytes, bytes, int]]:
     """``(key, value, timestamp)`` of ``n`` simulated orders to produce onto an ``orders``
-    topic, their event times from two days ago: unpaced, the simulated shop's clock runs
-    hours ahead (at night, when it is quiet, 6,000 orders span hours), and Apache Kafka
-    refuses record times over an hour ahead of its own (``INVALID_TIMESTAMP``)."""
+    topic (see :func:`simulated_order_stream`)."""
+    out = list(itertools.islice(simulated_order_stream(seed), n))
+    assert len(out) == n, "the simulator ran dry"
+    return out
+
+
+def simulated_order_stream(seed: int = 11) -> Iterator[tuple[bytes, bytes, int]]:
+    """``(key, value, timestamp)`` of simulated orders, as many as are drawn, their event
+    times from two days ago: unpaced, the simulated shop's clock runs hours ahead (at
+    night, when it is quiet, 6,000 orders span hours), and Apache Kafka refuses record
+    times over an hour ahead of its own (``INVALID_TIMESTAMP``)."""
     start = int(time.time() * 1000) - 2 * 86_400_000
-    out = []
     for rec in ShopSimulator(SimConfig(start_ms=start, seed=seed)).records():
         if rec.event_type == "OrderPlaced":
-            out.append((rec.key, rec.value, rec.timestamp_ms))
-            if len(out) == n:
-                return out
-    raise AssertionError("the simulator ran dry")
+            yield rec.key, rec.value, rec.timestamp_ms
+
+
+STOCK_KEYS = [(f"store-{s:02d}", f"SKU-{k:05d}") for s in range(1, 5) for k in range(1, 16)]
+"""Store and SKU pairs (60) of the stock levels the tests write themselves."""
+
+
+def stock_level(store: str, sku: str, level: int, event_id: str) -> tuple[bytes, bytes]:
+    """Key and value of a record of the stock-levels topic, as the stock app writes it."""
+    doc = {"store_id": store, "sku": sku, "level": level,
+           "as_of": "2026-12-01T12:00:00.000Z", "event_id": event_id}  # fmt: skip
+    return f"{store}/{sku}".encode(), orjson.dumps(doc)
 
 
 def feed(sink: LakeSink, records: list[Record]) -> None:

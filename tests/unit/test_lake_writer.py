@@ -3,6 +3,7 @@ one generation per broker, readers in another process never blocked or shown hal
 
 from __future__ import annotations
 
+import random
 import subprocess
 import sys
 import textwrap
@@ -21,8 +22,9 @@ from readmodels.lake import connect
 from readmodels.queries import NoReadModels, ReadModels
 from shopstream.events import encode, headers_for
 from shopstream.settings import Settings, load_settings
+from shopstream.topics import STOCK_LEVELS
 from support import service_samples as s
-from support.lake import feed, order_records, sink_for
+from support.lake import START_MS, STOCK_KEYS, feed, order_records, sink_for, stock_level
 
 
 @pytest.fixture
@@ -144,7 +146,7 @@ def test_readers_in_another_process_never_block_and_never_see_half_a_batch(
     writer = textwrap.dedent(f"""
         import sys
         sys.path[:0] = {sys.path!r}
-        from support.lake import feed, order_records, sink_for
+        from support.lake import START_MS, STOCK_KEYS, feed, order_records, sink_for, stock_level
         from shopstream.settings import load_settings
         sink = sink_for(load_settings(data_dir={str(settings.data_dir)!r}))
         records = order_records(3000, first_offset=10, seed=4)
@@ -193,6 +195,56 @@ def test_housekeeping_merges_files_and_readers_carry_on(settings: Settings) -> N
     assert 0 < earlier < before["orders"]
 
 
+def test_housekeeping_keeps_the_lake_bounded(settings: Settings) -> None:
+    """Stock levels replaced checkpoint after checkpoint leave mostly deleted files; merged
+    files leave files nobody needs. Housekeeping rewrites the first and, one round later,
+    deletes the second, while every kept snapshot stays readable."""
+    sink = sink_for(settings)
+    offset, rng = 0, random.Random(5)
+    for checkpoint in range(40):  # each replaces a few levels, as stock moves, and some orders
+        batch: list[Record] = []
+        keys = STOCK_KEYS if checkpoint == 0 else rng.sample(STOCK_KEYS, 12)
+        for j, (store, sku) in enumerate(keys):
+            key, value = stock_level(store, sku, (checkpoint + j) % 30, f"lv-{checkpoint}-{j}")
+            batch.append((STOCK_LEVELS.name, 0, offset, START_MS, key, value, []))
+            offset += 1
+        feed(sink, batch + order_records(20, first_offset=20 * checkpoint, seed=checkpoint))
+    con = sink.writer.con
+    meta = "__ducklake_metadata_lake"
+    rm = ReadModels(settings)
+    levels, snapshots = rm.stock_levels(), rm.snapshots()
+    mid = snapshots[len(snapshots) // 2].version
+    mid_levels, mid_totals = rm.pinned(mid).stock_levels(), rm.pinned(mid).totals()
+
+    def level_files() -> int:
+        return int(con.execute(
+            f"SELECT count(*) FROM {meta}.ducklake_data_file f JOIN {meta}.ducklake_table t "
+            "USING (table_id) WHERE f.end_snapshot IS NULL AND t.end_snapshot IS NULL "
+            "AND t.table_name = 'stock_levels'"
+        ).fetchone()[0])  # type: ignore[index]  # fmt: skip
+
+    def unknown_files() -> int:
+        """Parquet files on disk that no snapshot refers to."""
+        known = {Path(p).name for (p,) in con.execute(
+            f"SELECT path FROM {meta}.ducklake_data_file UNION ALL "
+            f"SELECT path FROM {meta}.ducklake_delete_file"
+        ).fetchall()}  # fmt: skip
+        on_disk = {p.name for p in (settings.data_dir / "lake").rglob("*.parquet")}
+        return len(on_disk - known)
+
+    before = level_files()
+    housekeeping(con)
+    assert unknown_files() > 0  # merged away this round: deleted the next
+    housekeeping(con)
+    assert before >= 30 and level_files() <= before // 3, (before, level_files())
+    assert unknown_files() == 0
+    assert rm.stock_levels().sort(["store_id", "sku"]).equals(levels.sort(["store_id", "sku"]))
+    # "As of" an earlier snapshot reads what it read before: rewritten and merged files
+    # keep every kept snapshot's rows.
+    assert rm.pinned(mid).stock_levels().equals(mid_levels) and mid_levels.height > 0
+    assert rm.pinned(mid).totals() == mid_totals != rm.totals()
+
+
 def test_every_query_works_as_of_an_earlier_snapshot(settings: Settings) -> None:
     sink = sink_for(settings)
     records = order_records(200)
@@ -236,3 +288,43 @@ def test_the_sink_swaps_in_a_fresh_connection_after_housekeeping(settings: Setti
         f"SELECT count(*), count(DISTINCT order_id) FROM {sink.writer.generation.table('orders')}"
     ).fetchone()
     assert count == (90, 90)
+
+
+@pytest.mark.parametrize(
+    "bad", [b"\xff\xfe not utf-8", b"{not json", b"null"], ids=["not-utf8", "not-json", "null"]
+)
+def test_an_unreadable_value_costs_only_itself(settings: Settings, bad: bytes) -> None:
+    """The batch is parsed fast without TRY first; an unreadable value makes the writer
+    parse it value by value: the good orders are all written, the bad one is a dead letter
+    that quotes it, and the offsets cover both."""
+    records = order_records(50)
+    topic, partition, offset, ts, key, _, headers = records[20]
+    records[20] = (topic, partition, offset, ts, key, bad, headers)
+    sink = sink_for(settings)
+    feed(sink, records)
+    rm = ReadModels(settings)
+    assert rm.sql(f"SELECT count(*) FROM {rm.table('orders')}").item() == 49
+    dead = rm.sql(f"SELECT error_kind, kafka_offset, value_bytes FROM {rm.table('dead_letters')}")
+    assert dead.rows() == [("unreadable", offset, len(bad))]
+    assert rm.sink_offsets()["next_offset"].max() == max(r[2] for r in records) + 1
+    revenue = rm.sql(f"SELECT sum(revenue) FROM {rm.table('sales_minute')}").item()
+    assert revenue == expected_revenue(records[:20] + records[21:])
+
+
+def test_freshness_from_the_catalog_statistics_equals_a_scan(settings: Settings) -> None:
+    """The health page's freshness comes from DuckLake's catalog statistics: the same rows
+    and newest times as a scan, for batches kept in the catalog (at most 10 rows: data
+    inlining) and batches in Parquet files alike, and for tables still empty."""
+    records = order_records(300)
+    sink = sink_for(settings)
+    feed(sink, records[:5])  # inlined
+    rm = ReadModels(settings)
+    assert rm.freshness().drop("behind_s").equals(rm._freshness_scanned().drop("behind_s"))
+    feed(sink, records[5:200])  # a Parquet file
+    feed(sink, records[200:204])  # inlined again, newer
+    feed(sink, records[204:])
+    stats, scanned = rm.freshness(), rm._freshness_scanned()
+    assert stats.drop("behind_s").equals(scanned.drop("behind_s"))
+    assert stats.filter(read_model="orders")["rows"].item() == 300
+    assert stats.filter(read_model="returns")["rows"].item() == 0
+    assert (stats["behind_s"] - scanned["behind_s"]).abs().max() < 5  # type: ignore[operator]
