@@ -46,6 +46,7 @@ CONSUMER_TUNING = {
     "fetch.max.bytes": 64 * 1024 * 1024,
     "max.partition.fetch.bytes": 16 * 1024 * 1024,
     "queued.max.messages.kbytes": 262144,
+    "queued.min.messages": 1_000_000,
 }
 """The replay's consumer settings: a fair baseline reads with the same buffers."""
 

@@ -144,10 +144,11 @@ def stage(bench: Bench) -> StageResult:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--orders", type=int, default=1_000_000)
+    parser.add_argument("--broker-kind", choices=("embedded", "kafka"), default="embedded")
     args = parser.parse_args()
     import tempfile
 
-    with make_broker("embedded") as broker, tempfile.TemporaryDirectory() as tmp:
+    with make_broker(args.broker_kind) as broker, tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(broker_address=broker.address, data_dir=Path(tmp))
         m = measure(settings, args.orders, QuietReporter())
     r = m["replay"]
