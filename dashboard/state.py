@@ -93,9 +93,13 @@ def as_of_picker() -> None:
         st.sidebar.warning(f"Showing snapshot #{chosen}, not live.", icon=":material/history:")
 
 
-def money(value: object) -> str:
-    """EUR with thousands separators."""
+def money(value: object, *, compact: bool = False) -> str:
+    """EUR with thousands separators; ``compact`` rounds a million or more to ``€30.68 M``
+    (a metric tile cuts a long number off)."""
     try:
-        return f"€{float(value):,.2f}"  # type: ignore[arg-type]
+        amount = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         return "-"
+    if compact and abs(amount) >= 1_000_000:
+        return f"€{amount / 1_000_000:,.2f} M"
+    return f"€{amount:,.2f}"

@@ -29,8 +29,11 @@ def render() -> None:
         cols[0].metric("questions shown", f"{qa.height}")
         cols[1].metric("answered", f"{answered.height}")
         median = answered["answered_after_ms"].median() if answered.height else None
-        cols[2].metric("median time to answer", f"{median / 1000:.1f} s" if median else "-",
-                       help="from the question's event time to the answer's")  # fmt: skip
+        cols[2].metric(
+            "median time to answer", f"{median / 1000:.1f} s" if median is not None else "-",
+            help="from the question's event time to the answer's emission, over the "
+            "answered questions shown",
+        )
         st.subheader("Newest stock questions and answers")
         st.dataframe(qa, hide_index=True)
         notes = rm.notifications_by_channel()

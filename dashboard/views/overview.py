@@ -6,6 +6,7 @@ import streamlit as st
 
 from dashboard.charts import lines
 from dashboard.state import REFRESH_S, guarded, is_live, models, money, safe
+from shopstream.shop.traffic import store_hours
 
 WINDOWS = {"last 15 min": 15, "last hour": 60, "last 6 hours": 360, "last 24 hours": 1440}
 
@@ -36,7 +37,7 @@ def render() -> None:
         returns = int(summary["returns"].sum())
         cols = st.columns(4)
         cols[0].metric(f"orders, {label}", f"{orders:,}")
-        cols[1].metric(f"revenue, {label}", money(revenue))
+        cols[1].metric(f"revenue, {label}", money(revenue, compact=True), help=money(revenue))
         cols[2].metric("average basket", money(revenue / orders if orders else None),
                        help="revenue / orders over the window")  # fmt: skip
         cols[3].metric(f"returns, {label}", f"{returns:,}")
@@ -45,6 +46,11 @@ def render() -> None:
             f"order minute {totals['newest_minute']:%Y-%m-%d %H:%M} UTC."
         )
         st.subheader("Per channel")
+        if "pos" not in set(summary["channel"].to_list()):
+            # Not a fault: the simulated point of sale follows store hours.
+            st.caption(
+                f"No point-of-sale orders in the {label}: the stores are open {store_hours()}."
+            )
         shown = summary.select(
             "channel", "orders", "revenue", "avg_basket", "returns", "return_rate"
         )

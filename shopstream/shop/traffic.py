@@ -41,6 +41,21 @@ _WEEKDAY: dict[str, tuple[float, ...]] = {
 }
 POS_HOURS: tuple[tuple[int, int], ...] = ((8, 21),) * 6 + ((10, 18),)
 """Store opening hours per weekday as (open, close) in whole hours, UTC."""
+_DAYS = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+
+
+def store_hours() -> str:
+    """:data:`POS_HOURS` for people: ``"Mon-Sat 08:00-21:00, Sun 10:00-18:00 UTC"``."""
+    runs: list[tuple[int, int, tuple[int, int]]] = []  # first day, last day, hours
+    for day, hours in enumerate(POS_HOURS):
+        if runs and runs[-1][2] == hours:
+            runs[-1] = (runs[-1][0], day, hours)
+        else:
+            runs.append((day, day, hours))
+    return ", ".join(
+        f"{_DAYS[a]}{'-' + _DAYS[b] if b > a else ''} {o:02d}:00-{c:02d}:00"
+        for a, b, (o, c) in runs
+    ) + " UTC"
 
 
 def minute_of_week(minute_index: int) -> int:

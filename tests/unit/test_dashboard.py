@@ -4,15 +4,21 @@ through the real rules and the real sink writer), with none at all, and with no 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import polars as pl
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from dashboard.broker import app_statuses
+from dashboard.charts import MAX_TIME_TICKS, lines, time_ticks
+from dashboard.state import money
+from readmodels.queries import ReadModels
 from shopstream import settings as settings_module
 from shopstream.settings import load_settings
+from shopstream.shop.traffic import store_hours
 from shopstream.status import StatusPublisher
 from shopstream.topics import CATALOG
 from support.lake import feed, shop_run, sink_for
@@ -80,6 +86,26 @@ def test_overview_shows_orders_revenue_and_channels(
     assert orders > 0 and shown["revenue, last hour"].startswith("€")
     assert "All time:" in texts(at)
     assert len(at.dataframe) >= 2  # per channel, alerts
+    # Point of sale follows store hours: when it has no orders in the window, the page says why.
+    channels = set(at.dataframe[0].value["channel"])
+    assert ("No point-of-sale orders" in texts(at)) == ("pos" not in channels), channels
+
+
+def test_overview_says_why_point_of_sale_is_quiet_at_night(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    night = int(datetime(2026, 12, 1, 2, 0, tzinfo=UTC).timestamp() * 1000)  # Tuesday 02:00
+    data = tmp_path / "data"
+    sink = sink_for(load_settings(data_dir=data))
+    feed(sink, shop_run(600, start_ms=night).records)
+    sink.writer.con.close()
+    at = run_page("overview", data, monkeypatch)
+    assert set(at.dataframe[0].value["channel"]) == {"mobile", "web"}
+    assert "No point-of-sale orders in the last hour: the stores are open Mon-Sat" in texts(at)
+
+
+def test_store_hours_read_as_people_write_them() -> None:
+    assert store_hours() == "Mon-Sat 08:00-21:00, Sun 10:00-18:00 UTC"
 
 
 def test_inventory_shows_levels_low_stock_and_rejections(
@@ -96,7 +122,14 @@ def test_customers_shows_questions_with_their_answers(
     shop_lake: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     at = run_page("customers", shop_lake, monkeypatch)
-    assert int(metrics(at)["answered"]) > 0
+    shown = metrics(at)
+    assert int(shown["answered"]) > 0
+    # An answer has its question's event time; its emission (support.lake stamps each
+    # event 5 ms after its event time) is what says how long answering took.
+    assert shown["median time to answer"] == "0.0 s", shown
+    qa = ReadModels(load_settings(data_dir=shop_lake)).questions_and_answers(500)
+    answered = qa.filter(qa["answer"].is_not_null())
+    assert answered.height > 0 and set(answered["answered_after_ms"]) == {5}
 
 
 def test_order_trace_follows_an_order_across_the_services(
@@ -157,3 +190,28 @@ def test_the_live_pages_say_the_broker_is_unreachable(
     shown = texts(at)
     assert "no broker at 127.0.0.1:1" in shown, shown
     assert "`shopstream up`" in shown or "`shopstream broker`" in shown, shown
+
+
+def test_money_fits_a_metric_tile() -> None:
+    assert money(30_678_882.28, compact=True) == "€30.68 M"
+    assert money(136.2249) == money(136.2249, compact=True) == "€136.22"
+    assert money(None) == "-"
+
+
+def test_time_axes_tick_whole_minutes_in_utc() -> None:
+    """Seen in a browser in Paris: the axis titled UTC showed local time, and a span of
+    three minutes was labelled ``13:14`` ten times (Vega's own ticks every few seconds)."""
+    t0 = datetime(2026, 12, 2, 13, 14, 20, tzinfo=UTC)
+
+    def ticks(minutes: int) -> list[str]:
+        span = pl.Series([t0, t0 + timedelta(minutes=minutes)])
+        return [datetime.fromisoformat(t).strftime("%H:%M") for t in time_ticks(span)]
+
+    assert ticks(2) == ["13:14", "13:15", "13:16"]
+    assert ticks(60) == ["13:20", "13:30", "13:40", "13:50", "14:00", "14:10"]
+    assert ticks(1440) == ["15:00", "18:00", "21:00", "00:00", "03:00", "06:00", "09:00", "12:00"]
+    assert all(len(ticks(m)) <= MAX_TIME_TICKS for m in range(0, 3000, 7))
+    assert time_ticks(pl.Series([], dtype=pl.Datetime("us", "UTC"))) == []
+    frame = pl.DataFrame({"minute": [t0], "orders": [3], "channel": ["web"]})
+    x = lines(frame, "minute", "orders", "channel", "orders / minute").to_dict()["encoding"]
+    assert x["x"]["scale"]["type"] == "utc" and x["tooltip"][0]["formatType"] == "utc"
