@@ -66,6 +66,11 @@ class BrokerProcess(ABC):
         return self._proc is not None and self._proc.poll() is None
 
     @property
+    def exit_code(self) -> int | None:
+        """The started process's exit code once it has died on its own, else None."""
+        return self._proc.poll() if self._proc is not None else None
+
+    @property
     @abstractmethod
     def description(self) -> str:
         """One line for logs: what runs, where, and how durable it is."""

@@ -49,7 +49,7 @@ from shopstream.brokers import BrokerProcess
 from shopstream.settings import Settings, load_settings
 from shopstream.topics import ALL_TOPICS, INGRESS_BY_CHANNEL, Namespace
 from support.fault_suite import Profile, report
-from support.fleet import Fleet, Kill, ProducerThread, kill_broker, read_all
+from support.fleet import Fleet, Kill, ProducerThread, broker_report, kill_broker, read_all
 from support.truth import Lake, Truth, Verdict, compare, tags_of
 
 pytestmark = pytest.mark.timeout(2400)
@@ -213,7 +213,7 @@ def kill_the_broker(broker: BrokerProcess, fleet: Fleet, rm: ReadModels, down: f
                 outage.back[name] = time.monotonic() - back_at
         waiting = sorted(set(fleet.apps) - set(outage.back))
         assert time.monotonic() < deadline, f"not working after the outage: {waiting}\n" + (
-            fleet.tails(waiting)
+            fleet.tails(waiting) + "\n" + broker_report(broker)
         )
         time.sleep(0.25)
     return outage
@@ -261,8 +261,13 @@ def run(
         run_with_kills(fleet, producer, faults_profile, random.Random(SEED))
         if durable:
             outage = kill_the_broker(broker, fleet, rm, faults_profile.outage_s)
+        # Bounded: a producer retries a broker that is gone for ever.
+        deadline = time.monotonic() + enough / faults_profile.rate + 300
         while producer.acked() < enough:
             assert producer.alive, f"the producer stopped: {producer.error}"
+            assert broker.alive and time.monotonic() < deadline, (
+                f"{producer.acked()} of {enough} records acknowledged\n{broker_report(broker)}"
+            )
             time.sleep(0.2)
         stats = producer.finish()
         sent_at = time.monotonic()

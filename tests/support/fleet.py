@@ -7,7 +7,8 @@
 * :class:`ProducerThread` - ``producers.app.run_produce`` in a thread, its stats kept.
 * :func:`name_the_broker` - the broker's identity, named before anything else starts.
 * :func:`kill_broker` - SIGKILL a broker process (the JVM of Apache Kafka): no clean
-  shutdown, no flush of anything the process holds.
+  shutdown, no flush of anything the process holds; :func:`broker_report` - is it
+  running, and how its log ends.
 * :class:`RawReader` - every record of some topics from offset zero, bytes as they are
   (no decoding: a ground truth is computed from them, not from the project's parsers).
 """
@@ -32,7 +33,7 @@ from shopstream.kafka import make_consumer
 from shopstream.settings import Settings
 from shopstream.status import ProcessStatus, read_statuses, run_dir
 from shopstream.topics import Namespace
-from support.processes import AppProcess
+from support.processes import AppProcess, log_tail
 
 PIPELINE = (
     "sink", "stock", "finance", "customer-relations", "notifications", "analytics", "router",
@@ -225,6 +226,18 @@ class ProducerThread:
             raise self.error
         assert self.stats is not None
         return self.stats
+
+
+def broker_report(broker: BrokerProcess, lines: int = 20) -> str:
+    """Whether ``broker``'s process runs, and the tail of its log: for a test's message
+    when the pipeline stalls (a broker that died is the first suspect)."""
+    state = (
+        f"running (pid {broker.pid})" if broker.alive
+        else f"exited with code {broker.exit_code}" if broker.exit_code is not None
+        else "not running"
+    )  # fmt: skip
+    tail = log_tail(broker.log_path, lines)
+    return f"broker at {broker.address}: {state}; its log ends:\n{tail}"
 
 
 def kill_broker(broker: BrokerProcess) -> None:

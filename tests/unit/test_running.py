@@ -3,37 +3,116 @@ stand-ins for the Quix app: what is retried and what ends the process."""
 
 from __future__ import annotations
 
+import logging
 import socket
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from confluent_kafka import KafkaError, KafkaException
+from quixstreams.exceptions.assignment import PartitionAssignmentError
 from quixstreams.models.topics.exceptions import TopicNotFoundError
 
 from pipelines.runtime.running import BuiltApp, run_app
-from shopstream.errors import UserError
-from shopstream.settings import load_settings
+from shopstream.errors import BrokerUnreachable, UserError
+from shopstream.settings import Settings, load_settings
 
 
-def test_a_failed_build_is_retried_like_a_failed_run(tmp_path: Path) -> None:
-    """Building a Quix app talks to the broker (its topics are created and checked); seen
-    on Apache Kafka: the changelog topic it had just created 'not found'. That is retried,
-    not the end of the process."""
-    with socket.socket() as server:  # an address that accepts TCP (the broker probe's check)
+@pytest.fixture
+def settings(tmp_path: Path) -> Iterator[Settings]:
+    """Settings whose broker address accepts TCP: the run loop's broker probe passes, so
+    a failed run is judged on its error, not taken for an outage."""
+    with socket.socket() as server:
         server.bind(("127.0.0.1", 0))
         server.listen()
-        settings = load_settings(
+        yield load_settings(
             broker_address=f"127.0.0.1:{server.getsockname()[1]}", data_dir=tmp_path
         )
-        builds: list[int] = []
 
-        def build() -> BuiltApp:
-            builds.append(1)
-            if len(builds) == 1:
-                raise TopicNotFoundError('Topic "changelog__x" not found on the broker')
-            return BuiltApp(_StoppedApp(), None)  # type: ignore[arg-type]
 
-        run_app(settings, "probe", build)
+def test_a_failed_build_is_retried_like_a_failed_run(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Building a Quix app talks to the broker (its topics are created and checked); seen
+    on Apache Kafka: the changelog topic it had just created 'not found'. That is retried,
+    not the end of the process, and the broker's passing state is one line in the log,
+    not a traceback."""
+    builds: list[int] = []
+
+    def build() -> BuiltApp:
+        builds.append(1)
+        if len(builds) == 1:
+            raise TopicNotFoundError('Topic "changelog__x" not found on the broker')
+        return BuiltApp(_StoppedApp(), None)  # type: ignore[arg-type]
+
+    retried = _retries(settings, build, caplog)
     assert len(builds) == 2
+    assert len(retried) == 1 and retried[0].exc_info is None
+    assert "not in the broker's metadata yet" in retried[0].getMessage()
+
+
+def test_a_leader_moving_during_assignment_is_one_line(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen in CI as Apache Kafka began a controlled shutdown: Quix's watermark query
+    during partition assignment got NOT_LEADER_FOR_PARTITION (not flagged retriable by
+    librdkafka), wrapped in PartitionAssignmentError. A passing state: one line, retried."""
+
+    def leader_moved() -> None:
+        try:
+            raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+        except KafkaException as exc:
+            raise PartitionAssignmentError("Error during partition assignment") from exc
+
+    app = _FailsFirstRun(leader_moved)
+    retried = _retries(settings, lambda: BuiltApp(app, None), caplog)  # type: ignore[arg-type]
+    assert app.runs == 2
+    assert len(retried) == 1 and retried[0].exc_info is None
+    assert "NOT_LEADER_FOR_PARTITION" in retried[0].getMessage()
+
+
+def test_an_unknown_failure_keeps_its_traceback(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    def refused() -> None:
+        raise KafkaException(KafkaError(KafkaError.TOPIC_AUTHORIZATION_FAILED))
+
+    app = _FailsFirstRun(refused)
+    retried = _retries(settings, lambda: BuiltApp(app, None), caplog)  # type: ignore[arg-type]
+    assert app.runs == 2
+    assert len(retried) == 1 and retried[0].exc_info is not None
+
+
+def test_a_broker_gone_between_two_runs_is_waited_for(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen in CI: a run failed as Kafka began a controlled shutdown, and the rebuild
+    found no broker. Having answered before, the broker is in an outage: the process
+    waits for it and goes on, it does not exit as it would on a wrong address."""
+    builds: list[int] = []
+
+    def build() -> BuiltApp:
+        builds.append(1)
+        if len(builds) == 2:
+            raise BrokerUnreachable(settings.broker_address, "connection refused")
+        app = _FailsFirstRun(leader_moved) if len(builds) == 1 else _StoppedApp()
+        return BuiltApp(app, None)  # type: ignore[arg-type]
+
+    def leader_moved() -> None:
+        raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+
+    _retries(settings, build, caplog)
+    assert len(builds) == 3
+
+
+def test_an_unreachable_broker_on_the_first_build_ends_the_process(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path)
+
+    def build() -> BuiltApp:
+        raise BrokerUnreachable(settings.broker_address, "connection refused")
+
+    with pytest.raises(BrokerUnreachable):
+        run_app(settings, "probe", build)
 
 
 def test_a_user_error_while_building_is_not_retried(tmp_path: Path) -> None:
@@ -46,8 +125,30 @@ def test_a_user_error_while_building_is_not_retried(tmp_path: Path) -> None:
         run_app(settings, "probe", build)
 
 
+def _retries(
+    settings: Settings, build: Callable[[], BuiltApp], caplog: pytest.LogCaptureFixture
+) -> list[logging.LogRecord]:
+    """Run ``build``'s app in the run loop; its "running again" log records."""
+    with caplog.at_level(logging.INFO, logger="pipelines.run"):
+        run_app(settings, "probe", build)
+    return [r for r in caplog.records if "running again" in r.getMessage()]
+
+
 class _StoppedApp:
     """A Quix app stand-in whose run() returns at once, as after SIGTERM."""
 
     def run(self) -> None:
         return None
+
+
+class _FailsFirstRun:
+    """A Quix app stand-in whose first run() calls ``fail`` and whose next returns."""
+
+    def __init__(self, fail: Callable[[], None]) -> None:
+        self.fail = fail
+        self.runs = 0
+
+    def run(self) -> None:
+        self.runs += 1
+        if self.runs == 1:
+            self.fail()
