@@ -20,7 +20,9 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import shutil
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -189,7 +191,12 @@ class LocalState:
     def claim(self, identity: BrokerIdentity) -> None:
         self.root.mkdir(parents=True, exist_ok=True)
         doc = {"broker_id": identity.broker_id, "named_at": identity.named_at, "at": _now()}
-        self.stamp.write_text(json.dumps(doc) + "\n")
+        # The apps of one data dir start at once and read the stamp while another writes
+        # it: write a whole file beside the state and rename it into place, so that a
+        # reader finds no stamp or a complete one, never a half-written one ("unknown").
+        part = self.root.parent / f".{STAMP_FILE}.{os.getpid()}.{threading.get_ident()}"
+        part.write_text(json.dumps(doc) + "\n")
+        os.replace(part, self.stamp)
 
     def move_aside(self) -> Path:
         """Move the state to ``<data_dir>/previous/<time>/state``; return where it went."""

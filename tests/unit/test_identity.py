@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import threading
+from pathlib import Path
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
@@ -36,3 +38,28 @@ def test_reading_the_identity_waits_for_a_partition_just_created() -> None:
     settings = load_settings(broker_address="127.0.0.1:9092")
     assert identity._high_watermark(consumer, settings, timeout=5.0) == 3
     assert consumer.calls == 2
+
+
+def test_apps_starting_together_never_see_a_half_written_stamp(tmp_path: Path) -> None:
+    """Seen in CI: of five apps started at once on one data dir, one read the stamp while
+    another wrote it, found it empty ("unknown") and refused to start."""
+    state = identity.LocalState(tmp_path / "state")
+    mine = identity.BrokerIdentity("dd11ccce659c", "2026-12-02T06:09:01+00:00")
+    state.claim(mine)
+    done = threading.Event()
+    seen: set[str | None] = set()
+
+    def read() -> None:
+        while not done.is_set():
+            seen.add(state.owner())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    try:
+        for _ in range(300):
+            state.claim(mine)
+    finally:
+        done.set()
+        reader.join()
+    assert seen == {"dd11ccce659c"}
+    assert [p.name for p in tmp_path.iterdir()] == ["state"]  # nothing left beside it

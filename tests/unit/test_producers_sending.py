@@ -150,8 +150,10 @@ def test_speedup_ties_event_time_to_wall_time() -> None:
     _, fake = produce_with_fake(options(rate=0.0, speedup=600.0, duration=2.5, opening=False))
     wall = fake.produced[-1][0] - fake.produced[0][0]
     event = (fake.produced[-1][5] - fake.produced[0][5]) / 1000.0
-    assert event / wall == pytest.approx(600.0, rel=0.10)
+    # The guarantee is the upper bound. The lower one only shows the pacer is not idle: on
+    # a loaded machine (CI runs tests beside each other) the sender falls behind (540x seen).
     assert event / wall <= 600.0 * 1.01
+    assert event / wall >= 600.0 * 0.5
 
 
 # --- what is sent does not depend on how fast -----------------------------------------------
