@@ -325,6 +325,7 @@ def main() -> int:
         default="1.0/0.3,0.5/0.2,0.25/0.1",
         help="router/sink commit intervals (s), comma-separated",
     )
+    parser.add_argument("--broker-kind", choices=("embedded", "kafka"), default="embedded")
     parser.add_argument("--child", choices=["router", "sink"], help=argparse.SUPPRESS)
     parser.add_argument("--ns", help=argparse.SUPPRESS)
     parser.add_argument("--commit-interval", type=float, help=argparse.SUPPRESS)
@@ -336,7 +337,7 @@ def main() -> int:
 
     from shopstream.brokers import make_broker
 
-    with make_broker("embedded") as broker, tempfile.TemporaryDirectory() as tmp:
+    with make_broker(args.broker_kind) as broker, tempfile.TemporaryDirectory() as tmp:
         settings = load_settings(broker_address=broker.address, data_dir=Path(tmp))
         for pair in args.intervals.split(","):
             r, s = (float(x) for x in pair.split("/"))
