@@ -49,8 +49,8 @@ from shopstream.settings import Settings, load_settings
 from shopstream.status import read_statuses
 from shopstream.topics import DEAD_LETTERS, INGRESS_BY_CHANNEL, ROUTES, Namespace
 from support.fault_suite import Profile, report
-from support.fleet import RawRecord, read_all
-from support.processes import AppProcess
+from support.fleet import read_all
+from support.processes import AppProcess, ReadRecord
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -320,8 +320,8 @@ class FuzzRun:
     lane: str
     namespace: Namespace
     sent: list[Fuzzed]
-    routed: list[RawRecord]
-    letters: list[RawRecord]
+    routed: list[ReadRecord]
+    letters: list[ReadRecord]
     status: Any
     code: int
     log: str
@@ -401,7 +401,7 @@ def _wait_for(settings: Settings, namespace: Namespace, n: int, router: AppProce
     raise AssertionError(f"the router did not consume {n} records in time\n{router.log_tail()}")
 
 
-def _header(record: RawRecord, name: str) -> str | None:
+def _header(record: ReadRecord, name: str) -> str | None:
     for key, value in record.headers:
         if key == name:
             return (value or b"").decode("utf-8", "replace")
@@ -460,7 +460,7 @@ def test_every_good_event_is_routed_once_byte_for_byte(fuzz: FuzzRun) -> None:
 
 
 def test_every_malformed_record_is_a_dead_letter_with_its_reason(fuzz: FuzzRun) -> None:
-    letters: dict[tuple[str, int, int], list[RawRecord]] = {}
+    letters: dict[tuple[str, int, int], list[ReadRecord]] = {}
     for letter in fuzz.letters:
         where = (
             _header(letter, "error.topic") or "?",

@@ -102,9 +102,10 @@ def truth_of(
     channel_of = {namespace.topic(s).name: c for c, s in INGRESS_BY_CHANNEL.items()}
     on_broker = Counter((channel_of[r.topic], r.value) for r in ingress)
     sent = Counter((r.channel, r.value) for r in made)
+    missing = Counter(channel for channel, _ in (sent - on_broker).elements())
     assert on_broker == sent, (
         f"ingress holds {sum(on_broker.values())} records, the producer made {len(made)}: "
-        f"{sum((sent - on_broker).values())} missing, {sum((on_broker - sent).values())} extra"
+        f"{dict(missing)} missing, {sum((on_broker - sent).values())} extra"
     )
     return Truth.of(ingress, tags_of(made), namespace)
 
@@ -271,7 +272,9 @@ def run(
             time.sleep(0.2)
         stats = producer.finish()
         sent_at = time.monotonic()
-        assert stats.failed == 0, stats.last_error
+        assert stats.failed == 0 and stats.unflushed == 0, (
+            f"{stats.failed} failed, {stats.unflushed} undelivered: {stats.last_error}"
+        )
         truth = truth_of(settings, namespace, options, stats.sent - stats.opening)
         caught_up, complete = wait_until_complete(rm, truth, 600, sent_at)
         fleet.check()

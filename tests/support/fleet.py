@@ -9,7 +9,7 @@
 * :func:`kill_broker` - SIGKILL a broker process (the JVM of Apache Kafka): no clean
   shutdown, no flush of anything the process holds; :func:`broker_report` - is it
   running, and how its log ends.
-* :class:`RawReader` - every record of some topics from offset zero, bytes as they are
+* :func:`read_all` - every record of some topics from offset zero, bytes as they are
   (no decoding: a ground truth is computed from them, not from the project's parsers).
 """
 
@@ -23,17 +23,15 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from confluent_kafka import OFFSET_BEGINNING, TopicPartition
 from rich.console import Console
 
 from producers.app import ProduceOptions, run_produce
 from producers.sender import ProduceStats, Stop
 from shopstream.brokers import BrokerProcess
-from shopstream.kafka import make_consumer
 from shopstream.settings import Settings
 from shopstream.status import ProcessStatus, read_statuses, run_dir
 from shopstream.topics import Namespace
-from support.processes import AppProcess, log_tail
+from support.processes import AppProcess, ReadRecord, TopicReader, log_tail
 
 PIPELINE = (
     "sink", "stock", "finance", "customer-relations", "notifications", "analytics", "router",
@@ -251,69 +249,15 @@ def kill_broker(broker: BrokerProcess) -> None:
     broker._proc = None
 
 
-@dataclass(frozen=True, slots=True)
-class RawRecord:
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: tuple[tuple[str, bytes | None], ...]
-    timestamp: int
-
-
-class RawReader:
-    """Every record of ``topics`` from offset zero by assignment, as bytes.
-
-    ``read_uncommitted`` by default: for topics nobody writes in transactions (what a
-    producer sent to the ingress topics), everything that was acknowledged.
-    """
-
-    def __init__(
-        self, settings: Settings, topics: Iterable[str], isolation: str = "read_uncommitted"
-    ) -> None:
-        self._consumer = make_consumer(
-            settings, "shopstream-raw-reader", **{"isolation.level": isolation}
-        )
-        names = list(topics)
-        metadata = self._consumer.list_topics(timeout=10)
-        self._consumer.assign(
-            [
-                TopicPartition(t, p, OFFSET_BEGINNING)
-                for t in names
-                for p in metadata.topics[t].partitions
-            ]
-        )
-        self.records: list[RawRecord] = []
-
-    def drain(self, quiet: float = 3.0, timeout: float = 120.0) -> list[RawRecord]:
-        """Read until nothing new arrives for ``quiet`` seconds; every record so far."""
-        deadline = time.monotonic() + timeout
-        last = time.monotonic()
-        while time.monotonic() - last < quiet and time.monotonic() < deadline:
-            batch = self._consumer.consume(num_messages=10_000, timeout=0.2)
-            for msg in batch:
-                if msg.error() is not None:
-                    continue
-                record = RawRecord(
-                    msg.topic(), msg.partition(), msg.offset(), msg.key(), msg.value(),
-                    tuple(msg.headers() or ()), msg.timestamp()[1],
-                )  # fmt: skip
-                self.records.append(record)
-            if batch:
-                last = time.monotonic()
-        return self.records
-
-    def close(self) -> None:
-        self._consumer.close()
-
-
 def read_all(
     settings: Settings, topics: Iterable[str], isolation: str = "read_uncommitted"
-) -> list[RawRecord]:
-    """:class:`RawReader` drained and closed."""
-    reader = RawReader(settings, topics, isolation)
+) -> list[ReadRecord]:
+    """Every record of ``topics`` from offset zero, bytes as they are (not decoded), topic
+    by topic; ``read_uncommitted`` by default: for topics nobody writes in transactions
+    (what a producer sent to the ingress topics), everything that was acknowledged."""
+    reader = TopicReader(settings, topics, isolation, decode=False)
     try:
-        return reader.drain()
+        reader.drain(quiet=3.0, timeout=120.0)
+        return reader.all_records()
     finally:
         reader.close()

@@ -33,7 +33,7 @@ from typing import Any, ClassVar
 from producers.record import Record
 from readmodels.queries import ReadModels
 from shopstream.topics import INGRESS_BY_CHANNEL, ORDERS, STOCK_EVENTS, Namespace
-from support.fleet import RawRecord
+from support.processes import ReadRecord
 
 SPEC_ERROR_KIND = {
     "truncated_json": "bad_json",
@@ -119,7 +119,7 @@ class Truth:
     @classmethod
     def of(
         cls,
-        ingress: Iterable[RawRecord],
+        ingress: Iterable[ReadRecord],
         tags: dict[tuple[str, bytes], str | None],
         namespace: Namespace,
     ) -> Truth:
