@@ -191,8 +191,10 @@ class TopicReader:
         while time.monotonic() < deadline:
             if self.poll():
                 last = time.monotonic()
-            behind = [k for k, end in ends.items() if self._next.get(k, 0) < end]
-            if not any(k not in self._at_end for k in behind) and time.monotonic() - last >= quiet:
+            at_ends = all(
+                self._next.get(k, 0) >= end or k in self._at_end for k, end in ends.items()
+            )
+            if at_ends and time.monotonic() - last >= quiet:
                 return
 
     def _ends(self) -> dict[tuple[str, int], int]:
