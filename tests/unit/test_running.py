@@ -71,6 +71,37 @@ def test_a_leader_moving_during_assignment_is_one_line(
     assert "NOT_LEADER_FOR_PARTITION" in retried[0].getMessage()
 
 
+def test_the_kafka_clients_lost_callback_error_is_one_line(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen in CI in notifications after a Kafka outage: confluent-kafka < 2.13 lost the
+    exception a callback raised inside consume() and left this SystemError (its issue
+    #865). The next run carries on from its checkpoint: one line, retried and counted."""
+
+    def lost() -> None:
+        raise SystemError(
+            "<method 'consume' of 'cimpl.Consumer' objects> returned NULL without setting "
+            "an exception"
+        )
+
+    app = _FailsFirstRun(lost)
+    retried = _retries(settings, lambda: BuiltApp(app, None), caplog)  # type: ignore[arg-type]
+    assert app.runs == 2
+    assert len(retried) == 1 and retried[0].exc_info is None
+    assert "issue #865" in retried[0].getMessage()
+
+
+def test_another_system_error_keeps_its_traceback(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    def elsewhere() -> None:
+        raise SystemError("<built-in function f> returned NULL without setting an exception")
+
+    app = _FailsFirstRun(elsewhere)
+    retried = _retries(settings, lambda: BuiltApp(app, None), caplog)  # type: ignore[arg-type]
+    assert len(retried) == 1 and retried[0].exc_info is not None
+
+
 def test_an_unknown_failure_keeps_its_traceback(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
