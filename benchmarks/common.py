@@ -169,7 +169,7 @@ FULL = Sizes(
     replay_orders=1_000_000,
     e2e_rates=(250, 500, 1000, 1500, 2000, 3000, 5000), e2e_step_s=60.0,
     freshness_rates=(1000, 5000), freshness_s=60.0,
-    freshness_intervals=((1.0, 0.3), (0.5, 0.2), (0.25, 0.1)),
+    freshness_intervals=((1.0, 0.3), (0.5, 0.3), (0.25, 0.1)),
     query_orders=(1_000_000, 10_000_000), query_base=200_000, query_reps=30,
     quix_idle_s=3.0,
 )  # fmt: skip
@@ -216,7 +216,9 @@ class Reporter:
             _steps.info("stage done in %.1fs: %s", took, title)
             if self._progress is not None:
                 self._progress.update(
-                    self._local.current, description=f"{title} [dim]({took:.0f}s)", total=1,
+                    self._local.current,
+                    description=f"{title} [dim]({took:.0f}s)",
+                    total=1,
                     completed=1,
                 )
                 self._progress.advance(self._overall)

@@ -25,6 +25,16 @@ transaction commits, so each hop of the choreography adds up to one interval of 
 second keeps a flow's end-to-end latency to a few seconds for a small cost per commit.
 """
 
+POLL_TIMEOUT_S = 0.1
+"""Longest wait of an app's poll for its next record (Quix's default: 1 s), at most a third
+of its commit interval.
+
+Quix commits an expired checkpoint only between polls, and records that come out of
+another app's transactions arrive in bursts, one per commit of that app: with a 1 s poll,
+a burst waited for the next one before its checkpoint committed. Measured with the sink
+(commit interval 0.3 s) behind the router (1 s) at 1,000 events/s: the sink wrote every
+0.7-1.1 s, not every 0.3 s, and an order took 1,047 ms at the median from readable on the
+broker to written."""
 STATE_MEMTABLE_BYTES = 4 * 1024 * 1024
 """RocksDB memtable size of each state store partition (Quix's default: 64 MiB, three).
 
@@ -102,6 +112,9 @@ def quix_app(
         "rocksdb_options": state_options(),
     }
     options.update(kwargs)
+    options.setdefault(
+        "consumer_poll_timeout", min(POLL_TIMEOUT_S, float(options["commit_interval"]) / 3)
+    )
     return Application(**options)
 
 
