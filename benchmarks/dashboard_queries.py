@@ -57,7 +57,7 @@ QUERIES: dict[str, Callable[[Any, str], Any]] = {
 GOAL_MS = 50.0
 
 COPY_SQL = """
-    SELECT topic, kafka_partition, kafka_offset + $offset::BIGINT AS kafka_offset,
+    SELECT kafka_partition, kafka_offset + $offset::BIGINT AS kafka_offset,
            kafka_ts + $shift::BIGINT AS kafka_ts, key,
            encode(replace(
                regexp_replace(regexp_replace(decode(value), '"O-', '"O' || $k || '-', 'g'),
@@ -72,13 +72,14 @@ COPY_SQL = """
 
 
 def base_table(orders: int) -> tuple[pa.Table, int, int]:
-    """The base orders as the sink's raw Arrow table; its time span (ms) and offset span."""
-    from pipelines.sink.writer import _arrow
+    """The base orders as the sink's Arrow table of the ``orders`` topic; its time span (ms)
+    and offset span."""
+    from pipelines.sink.writer import Staging, to_batch
 
     records = order_records(orders, start_ms=START_MS)
     span_ms = max(r[3] for r in records) - min(r[3] for r in records) + 60_000
     offsets = max(r[2] for r in records) + 1
-    return _arrow(records), span_ms, offsets  # type: ignore[arg-type]
+    return to_batch(Staging().extend(records), lambda _: True)["orders"], span_ms, offsets
 
 
 def build_lake(
@@ -108,7 +109,7 @@ def build_lake(
             if isinstance(raw, pa.RecordBatchReader):
                 raw = raw.read_all()
             t = time.perf_counter()
-            writer.write_arrow(raw.cast(base.schema))
+            writer.write_batch({"orders": raw.cast(base.schema)})
             write_s += time.perf_counter() - t
         built_s = time.perf_counter() - started
         files = data_files(con)

@@ -62,7 +62,7 @@ def replay(settings: Settings, ns: Namespace, total: int) -> dict[str, Any]:
                 marks["last"] = time.perf_counter()
 
         run = engine.Replay(settings, con, planned, on_progress=on_progress)
-        write = run.writer.write_arrow
+        write = run.writer.write_batch
 
         def timed_write(batch: Any) -> Any:
             t = time.perf_counter()
@@ -72,7 +72,7 @@ def replay(settings: Settings, ns: Namespace, total: int) -> dict[str, Any]:
                 marks["write_s"] += time.perf_counter() - t
                 marks["writes"] += 1
 
-        run.writer.write_arrow = timed_write  # type: ignore[method-assign]
+        run.writer.write_batch = timed_write  # type: ignore[method-assign]
         begun = time.perf_counter()
         progress = run.run()
         ended = time.perf_counter()

@@ -45,7 +45,7 @@ import pyarrow.compute as pc
 from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 from pipelines.sink.feeds import FEEDS, FEEDS_BY_TOPIC, Feed
-from pipelines.sink.writer import RAW_SCHEMA, LakeWriter
+from pipelines.sink.writer import TOPIC_SCHEMA, Batch, LakeWriter
 from readmodels import schema as t
 from readmodels.generations import Generation, current, generations, schema_name
 from readmodels.lake import LAKE
@@ -398,7 +398,7 @@ class Replay:
                 batch = self._batches.get()
                 if batch is None:
                     break
-                self.writer.write_arrow(batch)
+                self.writer.write_batch(_by_topic(batch))
                 self.progress.events += batch.num_rows
                 for part in self.progress.partitions:
                     part.position = max(
@@ -531,6 +531,10 @@ def _mark_idle(messages: list[Any], idle_since: dict[str, float]) -> None:
             idle_since.setdefault(_key(m.topic(), m.partition()), time.monotonic())
 
 
+READ_SCHEMA = pa.schema([("topic", pa.string()), *TOPIC_SCHEMA])
+"""What the consumer thread hands over: the records of every topic, with their topic."""
+
+
 def _columns(
     topics: list[str], partitions: list[int], offsets: list[int], values: list[bytes | None]
 ) -> pa.Table:
@@ -543,10 +547,21 @@ def _columns(
             pa.nulls(n, pa.int64()).fill_null(0),
             pa.nulls(n, pa.binary()),
             pa.array(values, pa.binary()),
-            pa.nulls(n, RAW_SCHEMA.field("headers").type),
+            pa.nulls(n, TOPIC_SCHEMA.field("headers").type),
         ],
-        schema=RAW_SCHEMA,
+        schema=READ_SCHEMA,
     )
+
+
+def _by_topic(records: pa.Table) -> Batch:
+    """The writer's batch of ``records`` (:data:`READ_SCHEMA`): one table per topic."""
+    topics = pc.unique(records["topic"]).to_pylist()
+    if len(topics) == 1:
+        return {topics[0]: records.drop_columns(["topic"])}
+    return {
+        topic: records.filter(pc.equal(records["topic"], topic)).drop_columns(["topic"])
+        for topic in topics
+    }
 
 
 @dataclass(frozen=True, slots=True)

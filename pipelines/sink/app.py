@@ -2,11 +2,13 @@
 DuckLake read models, exactly once (``shopstream run sink``, part of ``shopstream up``).
 
 Wiring: one Quix app reads every topic of :data:`pipelines.sink.feeds.FEEDS` as raw bytes
-into one :class:`LakeSink`. The sink stages records as they come (a tuple each, nothing
-parsed) and writes them when Quix commits a checkpoint: one DuckLake transaction for all
-tables with the offsets (:class:`pipelines.sink.writer.LakeWriter`). Records at offsets
-the read models already hold are skipped, so a restart or a replayed checkpoint writes
-nothing twice.
+into one :class:`LakeSink`. The sink stages records as they come (column by column,
+nothing parsed) and, at each checkpoint, hands them to its writer thread, which writes
+them behind the consumer: one DuckLake transaction for all tables with the offsets
+(:class:`pipelines.sink.writer.LakeWriter`). The offsets stored with the rows are the
+truth: every partition the sink is given starts there (:func:`own_positions`), and
+records at offsets the read models already hold are dropped, so a crash, a restart or a
+replayed checkpoint writes nothing twice and loses nothing.
 
 * **Generations.** The read models belong to one broker (:mod:`readmodels.generations`):
   on a new broker the sink starts a new generation and says so.
@@ -16,8 +18,11 @@ nothing twice.
 * **Housekeeping**, in the sink's own process, every :data:`HOUSEKEEPING_EVERY_S`:
   merge small files, expire snapshots older than :data:`SNAPSHOT_RETENTION`, delete files
   no snapshot needs, keep one ``sink_offsets`` row per partition, drop old generations.
-* **Freshness.** The sink commits every :data:`COMMIT_INTERVAL_S`, so an event is in the
-  read models well within a second or two of its topic (``benchmarks/sink_throughput.py``).
+* **Freshness and throughput.** Checkpoints come every :data:`COMMIT_INTERVAL_S` and cost
+  the consumer almost nothing; the writer writes whatever came while it wrote the last
+  batch, so at a trickle an event is written within a write's time of its checkpoint,
+  and under load the writes grow (``benchmarks/freshness.py``,
+  ``benchmarks/sink_throughput.py``).
 
 Quix runs the sink at-least-once: exactly-once comes from the offsets stored with the
 rows; Kafka transactions would add cost and nothing else (the sink produces nothing).
@@ -39,8 +44,9 @@ from quixstreams.sinks import BaseSink, SinkBackpressureError
 from pipelines.runtime.outputs import AppCounters
 from pipelines.runtime.quix import input_topic, quix_app
 from pipelines.runtime.running import BuiltApp, run_app
+from pipelines.sink.behind import WriteBehind, WriteFailing
 from pipelines.sink.feeds import FEEDS, Feed
-from pipelines.sink.writer import LakeWriter, Record
+from pipelines.sink.writer import LakeWriter, Staging, WriteResult
 from readmodels import schema as t
 from readmodels.generations import Generation, drop_old, generations, open_for
 from readmodels.lake import LAKE, LakeLocation, connect
@@ -58,13 +64,18 @@ log = logging.getLogger("pipelines.sink")
 
 APP_NAME = "sink"
 GROUP = "shopstream-sink"
-COMMIT_INTERVAL_S = 0.3
-"""Short: freshness is the user's clock (produced -> visible to a dashboard query)."""
+COMMIT_INTERVAL_S = 0.1
+"""Short: freshness is the user's clock (produced -> visible to a dashboard query), and a
+checkpoint only hands its records to the writer thread (Kafka's offset commit is the
+rest)."""
 HOUSEKEEPING_EVERY_S = 60.0
 SNAPSHOT_RETENTION = timedelta(hours=6)
 """Snapshots kept for "as of" views and for the replay comparison."""
 BACKPRESSURE_S = 5.0
 """How long Quix pauses the sink's partitions when the lake cannot be written."""
+MAX_GATHERED = 250_000
+"""Records handed over and not yet written before a checkpoint waits for the writer:
+bounds the sink's memory (records are about 300 bytes) when the lake is slower than Kafka."""
 MERGED_FILE_BYTES = 16 * 1024 * 1024
 """Housekeeping merges files smaller than this, and leaves larger ones alone.
 
@@ -81,7 +92,22 @@ rows, and the inventory queries took 240-260 ms. Rewritten: 46 files, 63-66 ms."
 
 
 class LakeSink(BaseSink):
-    """Stages records per checkpoint and writes them in one transaction on flush."""
+    """Gathers each checkpoint's records and writes them behind the consumer.
+
+    A checkpoint hands its records to a :class:`~pipelines.sink.behind.WriteBehind` and
+    returns: Quix goes on consuming while DuckDB writes in the writer thread (outside the
+    GIL, on the other core), and what checkpoints hand over while a write is in flight is
+    written next, as one batch (up to :data:`MAX_GATHERED` records; past that a
+    checkpoint waits). So Kafka's committed offsets may run ahead of the read models; the
+    offsets the read models store with their rows are the truth (:func:`own_positions`
+    starts every partition there), and a crash in between loses nothing.
+
+    A write that fails (disk full, catalog locked) keeps its records and is tried again,
+    before anything newer, every :data:`BACKPRESSURE_S` and at each checkpoint; while it
+    fails the sink asks Quix to pause that long and to deliver the checkpoint's records
+    again (``SinkBackpressureError``), says why in its log and its status, and goes on
+    once it can: nothing is lost and nothing is written out of order.
+    """
 
     def __init__(
         self,
@@ -97,8 +123,12 @@ class LakeSink(BaseSink):
         self._reopen_connection = reopen
         self.skipped = 0
         self.paused_reason: str | None = None
-        self._staged: list[Record] = []
-        self._skip = writer.next_offsets
+        self._staging = Staging()
+        """This checkpoint's records (the consumer's thread only)."""
+        self._behind: WriteBehind[Staging] = WriteBehind(
+            self._write, Staging, errors=LAKE_ERRORS, failed=self._paused,
+            limit=MAX_GATHERED, retry_after=BACKPRESSURE_S, name="lake-writer",
+        )  # fmt: skip
         self._next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY_S
 
     def add(
@@ -112,33 +142,57 @@ class LakeSink(BaseSink):
         offset: int,
     ) -> None:
         self.counters.consumed += 1
-        if offset < self._skip.get((topic, partition), 0):
-            self.skipped += 1  # already in the read models: a restart or a replayed batch
-            return
-        self._staged.append((topic, partition, offset, timestamp, key, value, headers))
+        self._staging.add(topic, partition, offset, timestamp, key, value, headers)
 
     def flush(self) -> None:
-        staged, self._staged = self._staged, []
-        if not staged:
-            return
+        """A checkpoint: its records go to the writer thread.
+
+        Raises ``SinkBackpressureError`` while the read models cannot be written; this
+        checkpoint's records are then dropped (Quix delivers them again), the earlier
+        ones kept."""
+        checkpoint, self._staging = self._staging, Staging()
         try:
-            result = self.writer.write(staged)
-        except (duckdb.IOException, duckdb.TransactionException, OSError) as exc:
-            reason = f"{type(exc).__name__}: {error_line(exc)}"
-            if self.paused_reason is None:
-                log.warning(
-                    "sink: cannot write the read models (%s); pausing %.0fs and retrying the "
-                    "same records, nothing is lost", reason, BACKPRESSURE_S,
-                )  # fmt: skip
-            self.paused_reason = reason
-            self.counters.error(f"lake write paused: {reason}")
-            self.counters.note = f"paused, retrying: {reason}"
+            self._behind.put(checkpoint)
+        except WriteFailing as exc:
             raise SinkBackpressureError(retry_after=BACKPRESSURE_S) from exc
+
+    def drain(self) -> None:
+        """Write everything consumed so far, and wait for it (before partitions go, in
+        tests). Raises like :meth:`flush`."""
+        self.flush()
+        try:
+            self._behind.wait()
+        except WriteFailing as exc:
+            raise SinkBackpressureError(retry_after=BACKPRESSURE_S) from exc
+
+    def discard(self) -> None:
+        """Drop what is not written (once a write in progress ends): it is read again
+        from the read models' offsets (:func:`own_positions`)."""
+        self._behind.drop()
+        self._staging = Staging()
+
+    def close(self) -> None:
+        """Write what is left if the read models take it, then end the writer thread
+        (at the end of a run; the sink is not used again)."""
+        try:
+            self.drain()
+        except Exception as exc:  # read again from the read models' offsets next time
+            log.warning("sink: %d records not written at the end (%s); they are read again "
+                        "at the next start", self._behind.pending, error_line(exc))  # fmt: skip
+        self._behind.close()
+
+    def on_paused(self) -> None:
+        self._staging = Staging()  # Quix seeks back: these records come again
+
+    def _write(self, staged: Staging) -> WriteResult:
+        """In the writer thread: the records, then housekeeping when it is due."""
+        result = self.writer.write_batch(self.writer.batch_of(staged))
+        self.counters.produced += result.records
+        self.skipped += result.skipped
         if self.paused_reason is not None:
             log.info("sink: writing the read models again (was: %s)", self.paused_reason)
             self.paused_reason = None
             self.counters.note = None
-        self.counters.produced += result.records
         if time.monotonic() >= self._next_housekeeping:
             self._next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY_S
             try:
@@ -151,14 +205,30 @@ class LakeSink(BaseSink):
                     type(exc).__name__, error_line(exc), HOUSEKEEPING_EVERY_S,
                 )  # fmt: skip
             self._reopen()
+        return result
+
+    def _paused(self, exc: BaseException) -> None:
+        """In the writer thread: a write failed (it is kept and tried again)."""
+        reason = f"{type(exc).__name__}: {error_line(exc)}"
+        if not isinstance(exc, LAKE_ERRORS):
+            log.error("sink: a write failed (%s); its records are kept and written again",
+                      reason, exc_info=exc)  # fmt: skip
+        elif self.paused_reason is None:
+            log.warning(
+                "sink: cannot write the read models (%s); pausing %.0fs and retrying the "
+                "same records, nothing is lost", reason, BACKPRESSURE_S,
+            )  # fmt: skip
+        self.paused_reason = reason
+        self.counters.error(f"lake write paused: {reason}")
+        self.counters.note = f"paused, retrying: {reason}"
 
     def _reopen(self) -> None:
-        """Swap the writer's connection for a fresh one, between checkpoints.
+        """Swap the writer's connection for a fresh one, between writes.
 
         Why: a DuckLake attach keeps in memory what it learned of every snapshot it
-        committed, and the sink commits one every 0.3 s - measured 80-120 KB per commit
-        (RSS +1 GB in an hour of ``up``) with one connection, flat when it is opened again
-        every 100 commits. A fresh attach costs about 0.3 s once a minute."""
+        committed, and the sink commits several a second - measured 80-120 KB per
+        commit (RSS +1 GB in an hour of ``up``) with one connection, flat when it is
+        opened again every 100 commits. A fresh attach costs about 0.3 s once a minute."""
         if self._reopen_connection is None:
             return
         try:
@@ -167,10 +237,48 @@ class LakeSink(BaseSink):
             log.warning("sink: could not open a fresh lake connection (%s)", error_line(exc))
             return
         self.writer.con.close()
-        self.writer.con = fresh
+        self.writer.use(fresh)
 
-    def on_paused(self) -> None:
-        self._staged = []  # Quix seeks back: these records come again
+
+LAKE_ERRORS = (duckdb.IOException, duckdb.TransactionException, OSError)
+"""What a write that the lake refused raises: the sink pauses and retries, never fails."""
+
+
+def own_positions(app: Application, sink: LakeSink) -> None:
+    """Start every partition the sink is given at the read models' offsets, and let a
+    partition go only once what was consumed from it is written.
+
+    Why: the sink writes behind the consumer (:class:`LakeSink`), so Quix commits a
+    checkpoint's offsets to Kafka before its records are in the read models. The offsets
+    the read models store with their rows are the truth: each assignment seeks there (to
+    offset 0 where they hold none of a partition: a new generation reads its broker's
+    whole log), so a crash after the Kafka commit loses nothing. Before partitions are
+    revoked the sink drains, so their next owner, seeking to the same offsets, writes
+    nothing twice; lost partitions are dropped (their next owner reads them again).
+
+    Quix has no public hook for this: ``Application`` subscribes with its own bound
+    ``_on_assign`` / ``_on_revoke`` / ``_on_lost``, looked up on the instance when it
+    runs, so they are wrapped here (tests/unit/test_quix_internals.py checks that).
+    """
+    quix_assign, quix_revoke, quix_lost = app._on_assign, app._on_revoke, app._on_lost
+
+    def on_assign(consumer: Any, partitions: list[Any]) -> None:
+        for tp in partitions:
+            tp.offset = sink.writer.next_offsets.get((tp.topic, tp.partition), 0)
+        quix_assign(consumer, partitions)
+
+    def on_revoke(consumer: Any, partitions: list[Any]) -> None:
+        try:
+            sink.drain()
+        except Exception:  # not written: the next owner reads it again
+            sink.discard()
+        quix_revoke(consumer, partitions)
+
+    def on_lost(consumer: Any, partitions: list[Any]) -> None:
+        sink.discard()
+        quix_lost(consumer, partitions)
+
+    app._on_assign, app._on_revoke, app._on_lost = on_assign, on_revoke, on_lost  # type: ignore[method-assign]
 
 
 def housekeeping(con: duckdb.DuckDBPyConnection) -> None:
@@ -297,6 +405,7 @@ def build_sink(
     )
     for feed in FEEDS:
         app.dataframe(input_topic(app, namespace.topic(feed.topic))).sink(sink)
+    own_positions(app, sink)
     return BuiltApp(app, sink)
 
 
@@ -307,11 +416,19 @@ def run(settings: Settings, namespace: Namespace = CATALOG) -> None:
     latest: list[BuiltApp] = []
 
     def build() -> BuiltApp:
-        # A rebuild (after a failed run) keeps the writer connection, the latest one:
-        # the sink opens a fresh one now and then (LakeSink._reopen).
+        # A rebuild (after a failed run) keeps the writer connection, the latest one
+        # (the sink opens a fresh one now and then: LakeSink._reopen), once the last
+        # sink is done with it.
+        if latest:
+            latest[0].processor.close()
         con = latest[0].processor.writer.con if latest else connect(settings, read_only=False)
         latest[:] = [build_sink(settings, namespace, con=con, counters=counters)]
         return latest[0]
+
+    def stopped(built: BuiltApp) -> str:
+        built.processor.close()
+        return (f"{counters.produced} records written, {built.processor.skipped} skipped as "
+                "already written")  # fmt: skip
 
     run_app(
         settings,
@@ -319,8 +436,7 @@ def run(settings: Settings, namespace: Namespace = CATALOG) -> None:
         build,
         describe=f"writing {len(FEEDS)} topics into {LakeLocation.of(settings).describe()} "
         f"as group {namespace.group(GROUP)}",
-        on_stop=lambda built: f"{counters.produced} records written, "
-        f"{built.processor.skipped} skipped as already written",
+        on_stop=stopped,
         counters=counters,
     )
 

@@ -1,13 +1,12 @@
 """How each topic's records become read-model rows: one SQL statement per table.
 
-A checkpoint's records arrive as one Arrow table, ``raw`` (``topic, kafka_partition,
-kafka_offset, kafka_ts, key, value, headers``). For each topic with records, the
-:class:`Feed` parses the JSON values once, vectorised, with DuckDB's ``json_transform``
-into a temp table (column ``e``: the typed struct; ``NULL`` when a value is not
-readable), then every statement of the feed selects its table's rows from it (``{src}``
-in the statements).
-Parsing and selecting happen before the write transaction (into temp tables); the
-transaction only inserts (:mod:`pipelines.sink.writer`).
+A batch's records arrive as one Arrow table per topic (``kafka_partition, kafka_offset,
+kafka_ts, key, value, headers``). For each topic with records, the :class:`Feed` parses
+the JSON values once, vectorised, with DuckDB's ``json_transform`` into a temp table
+(column ``e``: the typed struct; ``NULL`` when a value is not readable; ``topic``
+added), then every statement of the feed selects its table's rows from it (``{src}`` in
+the statements). Parsing happens before the write transaction; the transaction inserts
+from the parsed rows (:mod:`pipelines.sink.writer`).
 
 Money is parsed straight into ``DECIMAL(14,2)``; event times into ``TIMESTAMPTZ``.
 """
@@ -59,6 +58,8 @@ class Feed:
     payload: str | None = None
     structure: str | None = None
     emitter: str = ""
+    reads_headers: bool = False
+    """Whether the rows read the records' headers besides the lineage's (dead letters)."""
 
     @property
     def json_structure(self) -> str | None:
@@ -265,6 +266,7 @@ ALERTS = Feed(
 
 DEAD_LETTERS = Feed(
     catalog.DEAD_LETTERS,
+    reads_headers=True,
     inserts=(
         (t.DEAD_LETTERS, f"""
     SELECT kafka_partition, kafka_offset, {header("error.kind")}, {header("error.message")},

@@ -11,11 +11,13 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
+from confluent_kafka import TopicPartition
 
+from pipelines.sink.app import GROUP as SINK_GROUP
 from pipelines.sink.feeds import FEEDS
 from readmodels.queries import NoReadModels, ReadModels
 from shopstream.admin import create_topics
-from shopstream.kafka import make_producer
+from shopstream.kafka import make_consumer, make_producer
 from shopstream.settings import Settings
 from shopstream.topics import ORDERS, Namespace
 from support.lake import simulated_orders
@@ -106,3 +108,49 @@ def test_a_sink_killed_again_and_again_writes_every_order_exactly_once(
     log = sink.log_path.read_text()
     assert log.count("read models: resuming generation 1") == KILLS  # never a new one
     assert "Traceback" not in log
+
+
+def test_the_read_models_offsets_win_over_kafkas_committed_ones(
+    settings: Settings, namespace: Namespace, tmp_path: Path
+) -> None:
+    """The sink writes behind its Kafka commits: a crash can leave the group's committed
+    offsets past what the read models hold. Here the whole topic is committed and the
+    read models are empty: the sink must still write every order, starting from the
+    read models' own offsets (zero), not from Kafka's."""
+    create_topics(settings, namespace.topics(feed.topic for feed in FEEDS))
+    topic = namespace.topic(ORDERS).name
+    producer = make_producer(settings)
+    for key, value, ts in simulated_orders(300):
+        producer.produce(topic, value, key, timestamp=ts)
+    assert producer.flush(30) == 0
+    reader = TopicReader(settings, [topic])
+    try:
+        reader.wait_for(lambda r: len(r.records[topic]) >= 300, 60, settle=1.0)
+    finally:
+        reader.close()
+    ends: dict[int, int] = {}
+    for record in reader.records[topic]:
+        ends[record.partition] = max(ends.get(record.partition, 0), record.offset + 1)
+    group = make_consumer(settings, namespace.group(SINK_GROUP))
+    try:
+        group.commit(offsets=[TopicPartition(topic, p, end) for p, end in ends.items()],
+                     asynchronous=False)  # fmt: skip
+    finally:
+        group.close()
+
+    sink = AppProcess("sink", namespace, settings, tmp_path).start()
+    rm = ReadModels(settings)
+
+    def orders() -> int:
+        try:
+            return rm.totals()["orders"] or 0
+        except NoReadModels:
+            return 0
+
+    try:
+        deadline = time.monotonic() + 90
+        while orders() < 300 and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        assert sink.stop() == 0, sink.log_tail(40)
+    assert orders() == 300, sink.log_tail(40)

@@ -86,10 +86,11 @@ def stock_level(store: str, sku: str, level: int, event_id: str) -> tuple[bytes,
 
 
 def feed(sink: LakeSink, records: list[Record]) -> None:
-    """Hand ``records`` to ``sink`` as Quix would, then commit a checkpoint."""
+    """Hand ``records`` to ``sink`` as Quix would, commit a checkpoint, and wait until
+    the sink has written them (it writes behind the checkpoint)."""
     for topic, partition, offset, ts, key, value, headers in records:
         sink.add(value, key, ts, headers, topic, partition, offset)
-    sink.flush()
+    sink.drain()
 
 
 @dataclass

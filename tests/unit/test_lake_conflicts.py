@@ -24,6 +24,7 @@ from readmodels.lake import connect
 from readmodels.queries import ReadModels
 from shopstream.settings import Settings, load_settings
 from shopstream.topics import CATALOG
+from support.lake import feed
 
 START_MS = 1_764_590_400_000
 
@@ -42,12 +43,6 @@ def orders(n: int, partition: int = 0) -> list[Record]:
             if len(out) == n:
                 return out
     raise AssertionError("the simulator ran dry")
-
-
-def feed(sink: LakeSink, records: list[Record]) -> None:
-    for topic, partition, offset, ts, key, value, headers in records:
-        sink.add(value, key, ts, headers, topic, partition, offset)
-    sink.flush()
 
 
 def test_records_another_writer_already_wrote_are_dropped_not_doubled(

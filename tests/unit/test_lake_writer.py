@@ -121,19 +121,19 @@ def test_a_lake_that_cannot_be_written_pauses_the_sink_and_loses_nothing(
 ) -> None:
     sink = sink_for(settings)
     records = order_records(50)
-    real_write = sink.writer.write
+    real_write = sink.writer.write_batch
 
-    def disk_full(batch: list[Record]) -> object:
+    def disk_full(batch: object) -> object:
         raise duckdb.IOException("could not write file: No space left on device")
 
-    monkeypatch.setattr(sink.writer, "write", disk_full)
+    monkeypatch.setattr(sink.writer, "write_batch", disk_full)
     with pytest.raises(SinkBackpressureError) as info:
         feed(sink, records)
     assert info.value.retry_after > 0
     assert sink.paused_reason and "No space left" in sink.paused_reason
     assert sink.counters.errors == 1 and sink.writer.next_offsets == {}
     sink.on_paused()  # Quix pauses, seeks back and delivers the same records again
-    monkeypatch.setattr(sink.writer, "write", real_write)
+    monkeypatch.setattr(sink.writer, "write_batch", real_write)
     feed(sink, records)
     assert sink.paused_reason is None
     assert ReadModels(settings).totals()["orders"] == 50
