@@ -32,6 +32,7 @@ The consumer reads ``read_committed``: records of aborted transactions never rea
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections.abc import Callable
@@ -46,7 +47,7 @@ from pipelines.runtime.quix import input_topic, quix_app
 from pipelines.runtime.running import BuiltApp, run_app
 from pipelines.sink.behind import WriteBehind, WriteFailing
 from pipelines.sink.feeds import FEEDS, Feed
-from pipelines.sink.writer import LakeWriter, Staging, WriteResult
+from pipelines.sink.writer import LakeWriter, Staging, Tables, WriteResult
 from readmodels import schema as t
 from readmodels.generations import Generation, drop_old, generations, open_for
 from readmodels.lake import LAKE, LakeLocation, connect
@@ -82,6 +83,8 @@ MERGED_FILE_BYTES = 16 * 1024 * 1024
 DuckLake's default target (512 MB) made every minute's merge rewrite each table whole,
 its small new files with the big one of the minute before: after an hour of ``up`` the
 lineage table's file had been written 60 times (61 -> 99 MB) and housekeeping took 8 s."""
+GC_YOUNG_THRESHOLD = 100_000
+"""Allocations between young collections in the sink's process (see :func:`tune_collector`)."""
 REWRITE_DELETED_SHARE = 0.1
 """A data file with at least this share of its rows deleted is rewritten without them.
 
@@ -125,8 +128,8 @@ class LakeSink(BaseSink):
         self.paused_reason: str | None = None
         self._staging = Staging()
         """This checkpoint's records (the consumer's thread only)."""
-        self._behind: WriteBehind[Staging] = WriteBehind(
-            self._write, Staging, errors=LAKE_ERRORS, failed=self._paused,
+        self._behind: WriteBehind[Tables] = WriteBehind(
+            self._write, Tables, errors=LAKE_ERRORS, failed=self._paused,
             limit=MAX_GATHERED, retry_after=BACKPRESSURE_S, name="lake-writer",
         )  # fmt: skip
         self._next_housekeeping = time.monotonic() + HOUSEKEEPING_EVERY_S
@@ -152,7 +155,11 @@ class LakeSink(BaseSink):
         ones kept."""
         checkpoint, self._staging = self._staging, Staging()
         try:
-            self._behind.put(checkpoint)
+            # Into Arrow here, in the consumer's thread: it reads Python objects under the
+            # GIL, and in the writer's thread it took the GIL from the consumer in slices
+            # of 5 ms (measured: a busy Python thread beside it slowed the consumer from
+            # about 100,000 to 2,700 records/s; DuckDB's own work did not).
+            self._behind.put(Tables(self.writer.batch_of(checkpoint)))
         except WriteFailing as exc:
             raise SinkBackpressureError(retry_after=BACKPRESSURE_S) from exc
 
@@ -184,9 +191,9 @@ class LakeSink(BaseSink):
     def on_paused(self) -> None:
         self._staging = Staging()  # Quix seeks back: these records come again
 
-    def _write(self, staged: Staging) -> WriteResult:
+    def _write(self, tables: Tables) -> WriteResult:
         """In the writer thread: the records, then housekeeping when it is due."""
-        result = self.writer.write_batch(self.writer.batch_of(staged))
+        result = self.writer.write_batch(tables.batch)
         self.counters.produced += result.records
         self.skipped += result.skipped
         if self.paused_reason is not None:
@@ -263,6 +270,7 @@ def own_positions(app: Application, sink: LakeSink) -> None:
     quix_assign, quix_revoke, quix_lost = app._on_assign, app._on_revoke, app._on_lost
 
     def on_assign(consumer: Any, partitions: list[Any]) -> None:
+        sink.writer.refresh()  # another replica may have written them since
         for tp in partitions:
             tp.offset = sink.writer.next_offsets.get((tp.topic, tp.partition), 0)
         quix_assign(consumer, partitions)
@@ -409,9 +417,24 @@ def build_sink(
     return BuiltApp(app, sink)
 
 
+def tune_collector() -> None:
+    """Make Python's garbage collector cheap for the sink's process (call once, after the
+    imports).
+
+    Why: a checkpoint's records stay alive until they are written, so young collections
+    walk them and find nothing to free, then promote them, and full collections walk
+    them again with every object the imports made. Frozen objects (all there is at
+    start) are never walked again, and the young generation is collected every
+    :data:`GC_YOUNG_THRESHOLD` allocations instead of 700. Measured on the sink's
+    consumer alone (records staged, not written): 67-84k -> 90-111k records/s."""
+    gc.freeze()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 1000)
+
+
 def run(settings: Settings, namespace: Namespace = CATALOG) -> None:
     """``shopstream run sink``: write the read models until SIGINT/SIGTERM."""
     create_topics(settings, namespace.topics(feed.topic for feed in FEEDS))
+    tune_collector()
     counters = AppCounters()
     latest: list[BuiltApp] = []
 

@@ -60,6 +60,25 @@ TOPIC_SCHEMA = pa.schema(
 """One topic's records in a :data:`Batch`."""
 Batch = dict[str, pa.Table]
 """Records to write: topic name -> its records (:data:`TOPIC_SCHEMA`)."""
+
+
+class Tables:
+    """A :data:`Batch` that later batches can be appended to (without copying)."""
+
+    __slots__ = ("batch",)
+
+    def __init__(self, batch: Batch | None = None) -> None:
+        self.batch: Batch = batch if batch is not None else {}
+
+    def __len__(self) -> int:
+        return sum(table.num_rows for table in self.batch.values())
+
+    def absorb(self, other: Tables) -> None:
+        """Append ``other``'s records (which come after these) to these."""
+        for topic, table in other.batch.items():
+            mine = self.batch.get(topic)
+            self.batch[topic] = table if mine is None else pa.concat_tables([mine, table])
+        other.batch = {}
 Headers = list[tuple[str, bytes | None]]
 Record = tuple[str, int, int, int, bytes | None, bytes | None, Headers | None]
 """``(topic, partition, offset, timestamp, key, value, headers)`` as Quix hands them over."""
@@ -184,6 +203,10 @@ class LakeWriter:
         self.lineage = lineage
         self.rollups = rollups
         self.next_offsets: dict[tuple[str, int], int] = self._stored_offsets()
+        self._own: set[tuple[str, int]] = set()
+        """Partitions this writer wrote since it last read their stored offsets: it is
+        their only writer until they are assigned again (:meth:`refresh`), so their
+        stored offsets are not read back in every transaction."""
 
     def use(self, con: duckdb.DuckDBPyConnection) -> None:
         """Write through ``con`` from now on, with DuckDB on :data:`THREADS` threads."""
@@ -196,6 +219,13 @@ class LakeWriter:
             f"FROM {self.generation.table(t.OFFSETS.name)} GROUP BY ALL"
         ).fetchall()
         return {(str(topic), int(p)): int(n) for topic, p, n in rows}
+
+    def refresh(self) -> None:
+        """Read the stored offsets again (partitions were assigned: another writer may
+        have written some since), and check them again in the next transaction that
+        writes each partition. Not while a write is in flight."""
+        self.next_offsets.update(self._stored_offsets())
+        self._own.clear()
 
     def reads_headers(self, topic: str) -> bool:
         """Whether ``topic``'s rows read the records' headers (lineage, dead letters)."""
@@ -260,6 +290,8 @@ class LakeWriter:
         offsets = self.generation.table(t.OFFSETS.name)
         topics = sorted(batch)
         positions = _positions(batch)
+        columns = [column.to_pylist() for column in positions.columns]
+        written = {(str(tp), int(p)): int(end) for tp, p, _, end in zip(*columns, strict=True)}
         try:
             for i, topic in enumerate(topics):
                 con.register(f"in_{i}", batch[topic])
@@ -269,14 +301,18 @@ class LakeWriter:
             sunk_at = {"sunk_at": datetime.now(UTC)}
             con.execute("BEGIN")
             try:
-                # In the transaction's snapshot: did another writer get here first?
-                ahead = con.execute(
-                    f"SELECT o.topic, o.kafka_partition, max(o.next_offset) FROM {offsets} o "
-                    "JOIN positions p USING (topic, kafka_partition) "
-                    "GROUP BY ALL HAVING max(o.next_offset) > min(p.first_offset)"
-                ).fetchall()
-                if ahead:
-                    raise AlreadyWritten({(str(tp), int(p)): int(n) for tp, p, n in ahead})
+                # In the transaction's snapshot: did another writer get here first? Asked
+                # for the partitions this writer does not know it alone writes.
+                if not self._own.issuperset(written):
+                    ahead = con.execute(
+                        f"SELECT o.topic, o.kafka_partition, max(o.next_offset) "
+                        f"FROM {offsets} o JOIN positions p USING (topic, kafka_partition) "
+                        "GROUP BY ALL HAVING max(o.next_offset) > min(p.first_offset)"
+                    ).fetchall()
+                    if ahead:
+                        raise AlreadyWritten(
+                            {(str(tp), int(p)): int(n) for tp, p, n in ahead}
+                        )
                 for table, parts in inserts.items():
                     target = self.generation.table(table)
                     if table in staged:
@@ -305,10 +341,11 @@ class LakeWriter:
                 con.unregister(f"in_{i}")
             con.unregister("positions")
             con.close()
-        for topic, partition, _, end in zip(*(c.to_pylist() for c in positions.columns),
-                                            strict=True):  # fmt: skip
-            key = (str(topic), int(partition))
-            self.next_offsets[key] = max(self.next_offsets.get(key, 0), int(end))
+        for (topic, partition), end in written.items():
+            self.next_offsets[(topic, partition)] = max(
+                self.next_offsets.get((topic, partition), 0), end
+            )
+        self._own.update(written)
         return result
 
     def _prepare(
