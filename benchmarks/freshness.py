@@ -48,7 +48,6 @@ from benchmarks.common import (
     StageResult,
     Target,
     child_env,
-    median,
     module_command,
     percentiles,
     wait_until,
@@ -266,7 +265,8 @@ def measure_variant(
                     "missing": len(probes.sent) - len(probes.seen),
                     "sent_rate": driver.sent / seconds, "ms": percentiles(latencies),
                     "samples_ms": latencies, "hops_ms": hops,
-                    "reader_query_ms": percentiles(reader.query_ms[queries_before:], (50, 95)),
+                    "reader_query_ms": percentiles(reader.query_ms[queries_before:],
+                                                   (50, 95, 99, 100)),
                 }  # fmt: skip
         finally:
             watch.stop()
@@ -274,8 +274,10 @@ def measure_variant(
     return out
 
 
-def _hops(reader: Reader, probes: Probes, readable: dict[str, float]) -> dict[str, float]:
-    """Median ms of each hop of the probes that became visible."""
+def _hops(
+    reader: Reader, probes: Probes, readable: dict[str, float]
+) -> dict[str, dict[str, float]]:
+    """p50 and p95 ms of each hop of the probes that became visible."""
     try:
         rows = reader.hops(list(probes.seen))
     except Exception:
@@ -295,7 +297,7 @@ def _hops(reader: Reader, probes: Probes, readable: dict[str, float]) -> dict[st
         hops["router_emit_to_readable"].append(on_broker * 1000 - row["emitted"])
         hops["readable_to_sink_write"].append(row["sunk"] - on_broker * 1000)
         hops["sink_write_to_visible"].append(seen * 1000 - row["sunk"])
-    return {k: median(v) for k, v in hops.items() if v}
+    return {k: percentiles(v, (50, 95)) for k, v in hops.items() if v}
 
 
 HOPS = {
@@ -333,10 +335,13 @@ def stage(bench: Bench) -> StageResult:
                     f"freshness.{i}.{rate}.{p}", f"{p} at {label}", m["ms"][p], "ms",
                     target=goal,
                     note=(f"{m['seen']} of {m['probes']} probes seen, {m['missing']} missing; "
-                          f"sent {m['sent_rate']:,.0f}/s; medians: "
-                          + ", ".join(f"{words} {m['hops_ms'][k]:.0f} ms"
+                          f"sent {m['sent_rate']:,.0f}/s; p50 / p95 of each hop: "
+                          + ", ".join(f"{words} {m['hops_ms'][k]['p50']:.0f} / "
+                                      f"{m['hops_ms'][k]['p95']:.0f} ms"
                                       for k, words in HOPS.items() if k in m["hops_ms"])
-                          + f"; reader query p50 {m['reader_query_ms']['p50']:.0f} ms")
+                          + f"; reader query p50 {m['reader_query_ms']['p50']:.0f} ms, "
+                          f"p99 {m['reader_query_ms']['p99']:.0f} ms, "
+                          f"max {m['reader_query_ms']['p100']:.0f} ms")
                     if p == "p50" else "",
                 ))  # fmt: skip
     result.details = {"variants": variants, "samples": samples, "poll_s": POLL_S}
@@ -397,8 +402,9 @@ def main() -> int:
             for rate, m in v["rates"].items():
                 print(f"router {r} s / sink {s} s at {rate:>5}/s: p50 {m['ms']['p50']:>6.0f} "
                       f"p95 {m['ms']['p95']:>6.0f} p99 {m['ms']['p99']:>6.0f} ms "
-                      f"({m['seen']}/{m['probes']} probes); medians: "
-                      + ", ".join(f"{w} {m['hops_ms'][k]:.0f} ms"
+                      f"({m['seen']}/{m['probes']} probes); p50 / p95 of each hop: "
+                      + ", ".join(f"{w} {m['hops_ms'][k]['p50']:.0f} / "
+                                  f"{m['hops_ms'][k]['p95']:.0f} ms"
                                   for k, w in HOPS.items() if k in m["hops_ms"]))  # fmt: skip
     return 0
 

@@ -94,8 +94,18 @@ def producer_config(settings: Settings, **overrides: Any) -> dict[str, Any]:
     } | overrides
 
 
+FETCH_WAIT_MAX_MS = 25
+"""How long a fetch may wait at the broker for records (librdkafka's default: 500 ms).
+
+Why: the embedded broker answers a fetch only when this wait is over, even when records
+arrive meanwhile. Measured there, produce -> consume: 222 ms at 500, 22 ms at 100, 3.6 ms
+at 20; every hop of the choreography paid it. Apache Kafka answers at once either way
+(4.4 / 3.2 / 2.7 ms). The cost is an idle consumer's fetch every 25 ms."""
+
+
 def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict[str, Any]:
-    """Group consumer that reads committed data from the start of new groups."""
+    """Group consumer that reads committed data from the start of new groups, and gets
+    new records within :data:`FETCH_WAIT_MAX_MS` on any broker."""
     return connection_config(settings) | {
         "group.id": group_id,
         "auto.offset.reset": "earliest",
@@ -103,6 +113,7 @@ def consumer_config(settings: Settings, group_id: str, **overrides: Any) -> dict
         "isolation.level": "read_committed",
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+        "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
     } | overrides
 
 

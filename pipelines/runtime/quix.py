@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pipelines.deadletter import Source
-from shopstream.kafka import connection_config, transactional_id
+from shopstream.kafka import FETCH_WAIT_MAX_MS, connection_config, transactional_id
 from shopstream.settings import Settings
 from shopstream.topics import TopicSpec
 
@@ -94,6 +94,7 @@ def quix_app(
     consumer_extra = {
         "session.timeout.ms": settings.session_timeout_ms,
         "heartbeat.interval.ms": settings.heartbeat_interval_ms,
+        "fetch.wait.max.ms": FETCH_WAIT_MAX_MS,
     }
     options: dict[str, Any] = {
         "broker_address": connection,
