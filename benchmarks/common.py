@@ -28,6 +28,8 @@ from typing import Any, Literal
 from rich.console import Console
 from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
+from pipelines.runtime.quix import COMMIT_INTERVAL_S as APP_COMMIT_S
+from pipelines.sink.app import COMMIT_INTERVAL_S as SINK_COMMIT_S
 from shopstream.settings import Settings, load_settings, settings_env
 
 Mode = Literal["quick", "full"]
@@ -115,6 +117,10 @@ class StageResult:
         }  # fmt: skip
 
 
+PRODUCT_INTERVALS = (APP_COMMIT_S, SINK_COMMIT_S)
+"""The commit intervals of the router and the sink as ``shopstream up`` runs them."""
+
+
 @dataclass(frozen=True, slots=True)
 class Sizes:
     """How much each stage does; :data:`QUICK` and :data:`FULL` are the two presets."""
@@ -155,7 +161,7 @@ QUICK = Sizes(
     replay_orders=50_000,
     e2e_rates=(250,), e2e_step_s=5.0,
     freshness_rates=(1000,), freshness_s=4.0,
-    freshness_intervals=((1.0, 0.3),),
+    freshness_intervals=(PRODUCT_INTERVALS,),
     query_orders=(20_000, 100_000), query_base=20_000, query_reps=5,
     quix_idle_s=1.5,
 )  # fmt: skip
@@ -169,7 +175,7 @@ FULL = Sizes(
     replay_orders=1_000_000,
     e2e_rates=(250, 500, 1000, 1500, 2000, 3000, 5000), e2e_step_s=60.0,
     freshness_rates=(1000, 5000), freshness_s=60.0,
-    freshness_intervals=((1.0, 0.3), (0.5, 0.3), (0.25, 0.1)),
+    freshness_intervals=(PRODUCT_INTERVALS, (1.0, 0.1), (0.1, 0.1)),
     query_orders=(1_000_000, 10_000_000), query_base=200_000, query_reps=30,
     quix_idle_s=3.0,
 )  # fmt: skip

@@ -1,7 +1,7 @@
 """Freshness: produced -> visible to a dashboard query, through the router and the sink.
 
     python benchmarks/freshness.py [--rates 1000,5000] [--seconds 60]
-                                   [--intervals 1.0/0.3,0.5/0.3]
+                                   [--intervals 0.25/0.1,1.0/0.1]
 
 The router and the sink run in child processes of their own, built as ``shopstream run``
 builds them (:func:`pipelines.router.build_router`, :func:`pipelines.sink.app.build_sink`)
@@ -41,6 +41,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from benchmarks.common import (
+    FULL,
     Bench,
     Figure,
     QuietReporter,
@@ -377,7 +378,7 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument(
         "--intervals",
-        default="1.0/0.3,0.5/0.3,0.25/0.1",
+        default=",".join(f"{r}/{s}" for r, s in FULL.freshness_intervals),
         help="router/sink commit intervals (s), comma-separated",
     )
     parser.add_argument("--broker-kind", choices=("embedded", "kafka"), default="embedded")

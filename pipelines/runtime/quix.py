@@ -16,15 +16,17 @@ if TYPE_CHECKING:
     from quixstreams.models import Topic
     from quixstreams.state.rocksdb import RocksDBOptions
 
-COMMIT_INTERVAL_S = 1.0
+COMMIT_INTERVAL_S = 0.25
 """Checkpoint (Kafka transaction) interval of every app, unless overridden.
 
 Why not Quix's 5 s: under exactly-once an output is visible downstream only once its
 transaction commits, so each hop of the choreography adds up to one interval of latency
-(order -> reservation -> invoice -> notification is three hops after the router). One
-second keeps a flow's end-to-end latency to a few seconds for a small cost per commit.
+(order -> reservation -> invoice -> notification is three hops after the router), and
+the router's interval is most of an order's way to the dashboard. Measured: the router
+at 0.25 s against 1 s, same run, 100,000 events: 34,158 / 36,036 events/s exactly-once
+and 37,766 / 32,149 at-least-once (the machine's noise), while an order reached the
+router's output 202 ms after it was sent at the median instead of 602 ms.
 """
-
 POLL_TIMEOUT_S = 0.1
 """Longest wait of an app's poll for its next record (Quix's default: 1 s), at most a third
 of its commit interval.
