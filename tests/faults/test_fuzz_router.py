@@ -84,10 +84,14 @@ json_values = st.recursive(
                                                                 inner, max_size=4),
     max_leaves=12,
 )  # fmt: skip
+# Header names without NUL: the protocol allows one, but librdkafka (so confluent-kafka, Quix
+# and the router) reads a header name as a C string and loses everything from its first NUL
+# on, before the router sees the record (seen: a dead letter of '\x00\x0bÝ' named '').
+HEADER_NAME = st.characters(blacklist_categories=("Cs",), blacklist_characters="\x00")
 headers = st.lists(
     st.tuples(
         st.sampled_from(["event_type", "correlation_id", "error.kind", "error.topic", "app"])
-        | st.text(TEXT, max_size=20),
+        | st.text(HEADER_NAME, max_size=20),
         st.none() | st.binary(max_size=100),
     ),
     max_size=4,
