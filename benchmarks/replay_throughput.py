@@ -155,6 +155,8 @@ def main() -> int:
     print(f"plain loop      {m['loop_rate']:>12,.0f} events/s")
     print(f"batch consume   {m['batch_consume_rate']:>12,.0f} events/s")
     print(f"replay          {r['rate']:>12,.0f} events/s  ({r['rate'] / m['loop_rate']:.2f}x)")
+    print(f"                {r['writes']} writes; the writer thread busy {r['write_s']:.2f} s of "
+          f"{r['seconds_to_last_write']:.2f} s")
     return 0
 
 

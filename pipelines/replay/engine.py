@@ -62,7 +62,9 @@ REPLAYABLE = (ORDERS.name, RETURNS.name, QUESTIONS.name)
 """History topics a replay can rebuild (kept forever: ``TopicSpec.history``)."""
 GROUP_PREFIX = "shopstream-replay-"
 BATCH = 200_000
-"""Records per write: a DuckLake commit costs tens of ms, so write few and large."""
+"""Records per write: a DuckLake commit costs tens of ms, so write few and large. DuckDB
+works on them with every core (unlike the sink's small writes): 1M orders, writer busy
+5.88 s on one thread against 3.69 s on two, 2 cores, the reader thread beside it."""
 BATCH_WAIT_S = 0.5
 IDLE_END_S = 3.0
 """Without a target (no live model), a partition is done after this long without records
@@ -355,7 +357,8 @@ class Replay:
         self.on_progress = on_progress
         model = Generation(0, p.schema, "replay")
         feeds: dict[str, Feed] = {p.topic_name(topic): FEEDS_BY_TOPIC[topic] for topic in p.topics}
-        self.writer = LakeWriter(con, model, feeds, lineage=False, rollups=False)
+        self.writer = LakeWriter(con, model, feeds, lineage=False, rollups=False,
+                                 threads=None)  # fmt: skip
         self.progress = Progress(p.name)
         self._batches: queue.Queue[pa.Table | None] = queue.Queue(maxsize=2)
         self._error: BaseException | None = None

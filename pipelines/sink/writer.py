@@ -93,9 +93,10 @@ UNREADABLE = """
 
 
 THREADS = 1
-"""DuckDB threads of a writer's connection. A writer shares its process with a consumer
-thread (the sink's Quix loop, a replay's reader) on a small machine: measured on 2 cores,
-320,357 records of every topic in one write took 1.67 s on one thread, 2.83 s on two."""
+"""DuckDB threads of the sink's writer connection. It shares its process with Quix's loop,
+writes batches of every topic, most of them small, on a small machine: measured on 2 cores,
+320,357 records of every topic in one write took 1.67 s on one thread, 2.83 s on two. (A
+replay's batches of 200,000 orders are another matter: :mod:`pipelines.replay.engine`.)"""
 
 
 @dataclass(slots=True)
@@ -186,6 +187,7 @@ class LakeWriter:
     ``feeds`` maps each topic name read (catalog or namespaced) to its :class:`Feed`.
     ``lineage=False`` skips the ``events`` rows and ``rollups=False`` the pre-aggregates
     (a replay rebuilds the order history only: see :func:`pipelines.replay.engine.compare`).
+    ``threads`` is DuckDB's (see :data:`THREADS`).
     """
 
     def __init__(
@@ -196,7 +198,9 @@ class LakeWriter:
         *,
         lineage: bool = True,
         rollups: bool = True,
+        threads: int | None = THREADS,
     ) -> None:
+        self.threads = threads
         self.use(con)
         self.generation = generation
         self.feeds = feeds
@@ -209,8 +213,10 @@ class LakeWriter:
         stored offsets are not read back in every transaction."""
 
     def use(self, con: duckdb.DuckDBPyConnection) -> None:
-        """Write through ``con`` from now on, with DuckDB on :data:`THREADS` threads."""
-        con.execute(f"SET threads = {THREADS}")
+        """Write through ``con`` from now on, with DuckDB on :attr:`threads` threads
+        (``None``: DuckDB's default, one per core)."""
+        if self.threads is not None:
+            con.execute(f"SET threads = {self.threads}")
         self.con = con
 
     def _stored_offsets(self) -> dict[tuple[str, int], int]:
