@@ -83,6 +83,7 @@ def orders_metric(page: object) -> int:
 def test_a_user_watches_the_shop_traces_an_order_and_replays_the_history(
     stack: tuple[str, Path, int],
 ) -> None:
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
     from playwright.sync_api import sync_playwright
 
     url, data, broker_port = stack
@@ -152,7 +153,17 @@ def test_a_user_watches_the_shop_traces_an_order_and_replays_the_history(
         page.get_by_label("name").fill("browser")
         page.get_by_role("button", name="Start replay from offset 0").click()
         began_replay = time.monotonic()
-        page.get_by_text("Same log, same offsets, same model").wait_for(timeout=180_000)
+        try:
+            page.get_by_text("Same log, same offsets, same model").wait_for(timeout=180_000)
+        except PlaywrightTimeout:
+            # What the page and the replay said instead, for whoever reads the failure.
+            page.screenshot(path=str(SHOTS / "replay-timed-out.png"))
+            progress = sorted((data / "run").glob("replay-*.json"))
+            raise AssertionError(
+                "no verdict on the replay page after 180 s; progress files: "
+                + "; ".join(f"{p.name}: {p.read_text()[:600]}" for p in progress)
+                + f"; page: {page.inner_text('body')[:1500]!r}"
+            ) from None
         replayed = time.monotonic() - began_replay
         page.wait_for_timeout(1500)
         page.screenshot(path=str(SHOTS / "replay.png"))

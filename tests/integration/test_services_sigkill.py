@@ -26,6 +26,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from pipelines.runtime.quix import COMMIT_INTERVAL_S
 from pipelines.services import stock
 from pipelines.services.apps import FINANCE, NOTIFICATIONS_SERVICE
 from pipelines.services.service import build_service_app
@@ -39,11 +40,13 @@ from shopstream.topics import FINANCE_EVENTS, NOTIFICATIONS, ORDERS, STOCK_EVENT
 from support import service_samples as s
 from support.processes import AppProcess, TopicReader
 
-ORDERS_N = 8_000
+ORDERS_N = 30_000
+"""Enough that both kills land mid-stream: with 25 ms fetches and 0.25 s commits finance
+invoiced 8,000 orders within a second and a half of its first output."""
 STORES = 7
 KILLS = 2
-KILL_AFTER_S = 1.5
-"""How long a life writes before it is killed: past at least one commit (1 s interval)."""
+KILL_AFTER_S = 3 * COMMIT_INTERVAL_S
+"""How long a life writes before it is killed: past at least one commit."""
 EMBEDDED_ABORTED_RECORDS_GAP = (
     "Tansu hands records of aborted and fenced transactions to read_committed readers: the "
     "killed instance's uncommitted invoices are delivered next to the copies its restart "
