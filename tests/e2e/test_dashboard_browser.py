@@ -159,9 +159,11 @@ def test_a_user_watches_the_shop_traces_an_order_and_replays_the_history(
             # What the page and the replay said instead, for whoever reads the failure.
             page.screenshot(path=str(SHOTS / "replay-timed-out.png"))
             progress = sorted((data / "run").glob("replay-*.json"))
+            log = data / "logs" / "replay-browser.log"
             raise AssertionError(
                 "no verdict on the replay page after 180 s; progress files: "
                 + "; ".join(f"{p.name}: {p.read_text()[:600]}" for p in progress)
+                + f"; replay log: {log.read_text()[-1500:] if log.exists() else '(none)'}"
                 + f"; page: {page.inner_text('body')[:1500]!r}"
             ) from None
         replayed = time.monotonic() - began_replay
