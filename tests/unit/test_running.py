@@ -71,6 +71,26 @@ def test_a_leader_moving_during_assignment_is_one_line(
     assert "NOT_LEADER_FOR_PARTITION" in retried[0].getMessage()
 
 
+def test_a_coordinator_that_answers_late_during_assignment_is_one_line(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Seen in CI in analytics after a Kafka restart: Quix's committed-offsets query during
+    partition assignment hit librdkafka's own deadline (_TIMED_OUT, not flagged
+    retriable). The broker is slow, not wrong: one line, retried."""
+
+    def late() -> None:
+        try:
+            raise KafkaException(KafkaError(KafkaError._TIMED_OUT))
+        except KafkaException as exc:
+            raise PartitionAssignmentError("Error during partition assignment") from exc
+
+    app = _FailsFirstRun(late)
+    retried = _retries(settings, lambda: BuiltApp(app, None), caplog)  # type: ignore[arg-type]
+    assert app.runs == 2
+    assert len(retried) == 1 and retried[0].exc_info is None
+    assert "did not answer in time" in retried[0].getMessage()
+
+
 def test_the_kafka_clients_lost_callback_error_is_one_line(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
