@@ -55,11 +55,16 @@ class LakeLocation:
         return "postgres" if self.catalog.startswith("postgres:") else "sqlite"
 
     @property
+    def sqlite_file(self) -> Path | None:
+        """The SQLite catalog's file, or None for a PostgreSQL catalog."""
+        return Path(self.catalog.removeprefix("sqlite:")) if self.kind == "sqlite" else None
+
+    @property
     def local_dirs(self) -> list[str]:
         """Folders a reader may touch (its data files; the SQLite catalog's folder)."""
         dirs = [] if "://" in self.data_path else [self.data_path]
-        if self.kind == "sqlite":
-            dirs.append(str(Path(self.catalog.removeprefix("sqlite:")).parent) + "/")
+        if self.sqlite_file is not None:
+            dirs.append(str(self.sqlite_file.parent) + "/")
         return dirs
 
     def describe(self) -> str:
@@ -118,8 +123,7 @@ def connect(settings: Settings, *, read_only: bool) -> duckdb.DuckDBPyConnection
     con = duckdb.connect(config={"extension_directory": str(extension_dir())})
     load_extensions(con, (location.kind, "ducklake"))
     options = [f"DATA_PATH '{location.data_path}'"]
-    if location.kind == "sqlite":
-        catalog_file = Path(location.catalog.removeprefix("sqlite:"))
+    if (catalog_file := location.sqlite_file) is not None:
         if read_only and not catalog_file.exists():
             con.close()
             raise LakeMissing(location)

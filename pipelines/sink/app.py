@@ -52,6 +52,7 @@ from pipelines.sink.feeds import FEEDS, Feed
 from pipelines.sink.writer import THREADS, LakeWriter, Staging, Tables, WriteResult
 from readmodels import schema as t
 from readmodels.generations import Generation, drop_old, generations, open_for
+from readmodels.keeper import CatalogKeeper
 from readmodels.lake import LAKE, LakeLocation, connect
 from readmodels.transactions import error_line
 from shopstream.admin import create_topics
@@ -119,12 +120,14 @@ class LakeSink(BaseSink):
         writer: LakeWriter,
         counters: AppCounters,
         reopen: Callable[[], duckdb.DuckDBPyConnection] | None = None,
+        keeper: CatalogKeeper | None = None,
     ) -> None:
         """``reopen`` (optional) opens a fresh writer connection: with it the sink keeps
         house in a thread of its own, every :data:`HOUSEKEEPING_EVERY_S`
-        (:meth:`keep_house`)."""
+        (:meth:`keep_house`). ``keeper`` (a SQLite catalog's) is closed with the sink."""
         super().__init__()
         self.writer = writer
+        self._keeper = keeper
         self.counters = counters
         self._reopen_connection = reopen
         self.skipped = 0
@@ -206,6 +209,8 @@ class LakeSink(BaseSink):
             fresh, self._fresh = self._fresh, None
         if fresh is not None:
             fresh.close()
+        if self._keeper is not None:
+            self._keeper.close()
 
     def on_paused(self) -> None:
         self._staging = Staging()  # Quix seeks back: these records come again
@@ -431,9 +436,13 @@ def build_sink(
     con = con or connect(settings, read_only=False)
     generation = open_generation(con, settings)
     feeds = feeds_for(namespace)
+    location = LakeLocation.of(settings)
     sink = LakeSink(
         LakeWriter(con, generation, feeds), counters or AppCounters(),
         reopen=lambda: connect(settings, read_only=False),
+        # Readers of a SQLite catalog would now and then wait a whole second without it
+        # (readmodels.keeper); PostgreSQL has no such wait.
+        keeper=CatalogKeeper(location.sqlite_file) if location.sqlite_file else None,
     )  # fmt: skip
     group = quix_options.pop("consumer_group", namespace.group(GROUP))
     options: dict[str, Any] = {

@@ -11,10 +11,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import orjson
+import psutil
 from confluent_kafka import TopicPartition
 
 from pipelines.sink.app import GROUP as SINK_GROUP
 from pipelines.sink.feeds import FEEDS
+from readmodels.lake import LakeLocation
 from readmodels.queries import NoReadModels, ReadModels
 from shopstream.admin import create_topics
 from shopstream.kafka import make_consumer, make_producer
@@ -25,6 +27,21 @@ from support.processes import AppProcess, TopicReader
 
 ORDERS_N = 6000
 KILLS = 3
+
+
+def keepers_of(catalog: Path) -> list[psutil.Process]:
+    """The catalog keepers (readmodels.keeper) holding ``catalog`` open."""
+    return [
+        p for p in psutil.process_iter(["cmdline"])
+        if str(catalog) in (p.info["cmdline"] or []) and "-c" in (p.info["cmdline"] or [])
+    ]  # fmt: skip
+
+
+def wait_for_keepers(catalog: Path, count: int) -> list[psutil.Process]:
+    deadline = time.monotonic() + 15
+    while len(found := keepers_of(catalog)) != count and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return found
 
 
 def test_a_sink_killed_again_and_again_writes_every_order_exactly_once(
@@ -76,9 +93,15 @@ def test_a_sink_killed_again_and_again_writes_every_order_exactly_once(
         while not caught_up() and time.monotonic() < deadline:
             time.sleep(0.2)
         time.sleep(3)  # anything beyond the last order (a double) would show by now
+        # Each SIGKILLed sink's keeper went with it; the running sink's holds the catalog.
+        catalog = LakeLocation.of(settings).sqlite_file
+        if catalog is not None:
+            assert len(wait_for_keepers(catalog, 1)) == 1, keepers_of(catalog)
     finally:
         code = sink.stop()
     assert code == 0, sink.log_tail(40)
+    if catalog is not None:
+        assert wait_for_keepers(catalog, 0) == []
 
     # Independent computation: read the topic and add the money up with Decimal.
     reader = TopicReader(settings, [topic])
