@@ -23,7 +23,9 @@ def render() -> None:
     def live() -> None:
         s = settings()
         st.subheader("Apps")
-        st.dataframe(app_statuses(s), hide_index=True)
+        # An app with no note or error shows an empty cell, not Streamlit's "None".
+        apps = app_statuses(s).with_columns(pl.col("note", "last_error").fill_null(""))
+        st.dataframe(apps, hide_index=True)
         st.subheader("Consumer lag per group and partition")
         try:
             info = broker_info(s)
