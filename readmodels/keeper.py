@@ -52,11 +52,15 @@ class CatalogKeeper:
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert self._child.stdout is not None
-        if self._child.stdout.readline().strip() != "ready":
+        if self._child.stdout.readline().strip() == "ready":
+            log.info("sink: %s held open by process %d, so readers never wait on its log",
+                     catalog, self._child.pid)  # fmt: skip
+        else:
             # Not fatal: the read models work without it, a reader now and then a second late.
             _, err = self._child.communicate(timeout=10)
+            why = (err or "").strip().splitlines()[-1:] or ["it exited"]
             log.warning("sink: no keeper for %s (%s); readers may wait a second now and then",
-                        catalog, (err or "it exited").strip().splitlines()[-1:])  # fmt: skip
+                        catalog, why[0])  # fmt: skip
 
     @property
     def holding(self) -> bool:

@@ -27,6 +27,7 @@ at 0.25 s against 1 s, same run, 100,000 events: 34,158 / 36,036 events/s exactl
 and 37,766 / 32,149 at-least-once (the machine's noise), while an order reached the
 router's output 202 ms after it was sent at the median instead of 602 ms.
 """
+
 POLL_TIMEOUT_S = 0.1
 """Longest wait of an app's poll for its next record (Quix's default: 1 s), at most a third
 of its commit interval.
