@@ -20,7 +20,7 @@ import duckdb
 
 from readmodels.lake import LAKE
 from readmodels.schema import GENERATIONS, TABLES
-from readmodels.transactions import rollback
+from readmodels.transactions import WriteLock, rollback
 
 KEEP_GENERATIONS = 3
 OPEN_ATTEMPTS = 5
@@ -101,33 +101,36 @@ def open_for(con: duckdb.DuckDBPyConnection, broker_id: str) -> tuple[Generation
 
 
 def _create(con: duckdb.DuckDBPyConnection, made: Generation) -> None:
-    con.execute("BEGIN")
-    try:
-        if not _registry_exists(con):
-            con.execute(f"CREATE TABLE {REGISTRY} ({GENERATIONS.columns})")
-        con.execute(f"CREATE SCHEMA {LAKE}.{made.schema}")
-        for table in TABLES:
-            con.execute(f"CREATE TABLE {made.table(table.name)} ({table.columns})")
-        con.execute(
-            f"INSERT INTO {REGISTRY} VALUES (?, ?, ?, now(), ?)",
-            [made.number, made.schema, made.broker_id, "read models of this broker"],
-        )
-        con.execute("COMMIT")
-    except BaseException:
-        rollback(con)
-        raise
+    with WriteLock.of(con).held():
+        con.execute("BEGIN")
+        try:
+            if not _registry_exists(con):
+                con.execute(f"CREATE TABLE {REGISTRY} ({GENERATIONS.columns})")
+            con.execute(f"CREATE SCHEMA {LAKE}.{made.schema}")
+            for table in TABLES:
+                con.execute(f"CREATE TABLE {made.table(table.name)} ({table.columns})")
+            con.execute(
+                f"INSERT INTO {REGISTRY} VALUES (?, ?, ?, now(), ?)",
+                [made.number, made.schema, made.broker_id, "read models of this broker"],
+            )
+            con.execute("COMMIT")
+        except BaseException:
+            rollback(con)
+            raise
 
 
 def drop_old(con: duckdb.DuckDBPyConnection, keep: int = KEEP_GENERATIONS) -> list[Generation]:
     """Drop every generation but the newest ``keep``; return what was dropped."""
     dropped = generations(con)[:-keep] if keep > 0 else []
+    lock = WriteLock.of(con)
     for old in dropped:
-        con.execute("BEGIN")
-        try:
-            con.execute(f"DROP SCHEMA IF EXISTS {LAKE}.{old.schema} CASCADE")
-            con.execute(f"DELETE FROM {REGISTRY} WHERE generation = ?", [old.number])
-            con.execute("COMMIT")
-        except BaseException:
-            rollback(con)  # another replica's housekeeping dropped it first: next time
-            raise
+        with lock.held():
+            con.execute("BEGIN")
+            try:
+                con.execute(f"DROP SCHEMA IF EXISTS {LAKE}.{old.schema} CASCADE")
+                con.execute(f"DELETE FROM {REGISTRY} WHERE generation = ?", [old.number])
+                con.execute("COMMIT")
+            except BaseException:
+                rollback(con)  # another replica's housekeeping dropped it first: next time
+                raise
     return dropped

@@ -338,6 +338,9 @@ def housekeeping(con: duckdb.DuckDBPyConnection) -> None:
     # `older_than` is not used: DuckLake 1.5.5 misreads times on a SQLite catalog, below).
     # Before this, every round merged files away and none was deleted: 16,505 of the
     # 18,143 files on disk (6.6 GB) after an hour of `up`.
+    # These calls do not wait for the catalog's write lock (readmodels.transactions), which
+    # would hold the writer's commits behind them again: one that conflicts with a write
+    # fails, and runs again next round.
     removed = con.execute(f"CALL ducklake_cleanup_old_files('{LAKE}', cleanup_all => true)")
     unused = len(removed.fetchall())
     con.execute(
