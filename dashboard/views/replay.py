@@ -21,17 +21,34 @@ from shopstream.settings import settings_env
 RUNNING_STALE_S = 5.0
 
 
-def _launch(args: list[str], log_name: str) -> None:
-    """Run ``shopstream <args>`` in the background (it outlives page reruns)."""
+LAUNCHED = "replay_launched"
+"""Session key: replay name -> (its process, its log) for the replays this session started."""
+
+
+def _launch(args: list[str], name: str) -> None:
+    """Run ``shopstream <args>`` for replay ``name`` in the background (it outlives page
+    reruns); its output goes to ``logs/replay-<name>.log``."""
     s = settings()
     log_dir = Path(s.data_dir) / "logs"
     log_dir.mkdir(parents=True, exist_ok=True)
-    with open(log_dir / f"{log_name}.log", "ab") as log:
-        subprocess.Popen(
+    log_path = log_dir / f"replay-{name}.log"
+    with open(log_path, "ab") as log:
+        process = subprocess.Popen(
             [sys.executable, "-m", "shopstream", *args], env=settings_env(s),
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,
         )  # fmt: skip
+    st.session_state.setdefault(LAUNCHED, {})[name] = (process, log_path)
+
+
+def _failed_launch(name: str) -> str | None:
+    """The end of the log of this session's replay ``name`` if its process exited with an
+    error (a replay that cannot start writes no progress: the page would wait forever)."""
+    process, log_path = st.session_state.get(LAUNCHED, {}).get(name, (None, None))
+    if process is None or process.poll() in (None, 0):
+        return None
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+    return "\n".join(lines[-12:]) or f"exit code {process.returncode}"
 
 
 def _running(progress: engine.Progress | None) -> bool:
@@ -54,9 +71,12 @@ def render() -> None:
     known = guarded(lambda: _replays(rm))
     if known is None:
         return
+    # The suggested name is chosen once per session: a default that changed on every rerun
+    # would make a new widget each time and throw away what the user typed.
+    st.session_state.setdefault("replay_name", f"r{int(time.time()) % 100000}")
     with st.form("start_replay"):
         cols = st.columns([2, 3, 2])
-        name = cols[0].text_input("name", value=f"r{int(time.time()) % 100000}")
+        name = cols[0].text_input("name", key="replay_name")
         topics = cols[1].multiselect("history topics", engine.REPLAYABLE, default=["orders"])
         since = cols[2].text_input("from time (ISO, optional)", placeholder="offset 0")
         if st.form_submit_button("Start replay from offset 0", type="primary"):
@@ -64,7 +84,7 @@ def render() -> None:
             args = ["replay", "start", name, "--plain", *chosen]
             if since.strip():
                 args += ["--from-time", since.strip()]
-            _launch(args, f"replay-{name}")
+            _launch(args, name)
             st.session_state["replay_watch"] = name
             st.toast(f"replay {name} started")
             time.sleep(1.0)
@@ -87,10 +107,19 @@ def _progress(name: str) -> None:
     s = settings()
     progress = engine.read_progress(s, name)
     if progress is None:
-        st.caption("waiting for the replay to start ...")
+        failure = _failed_launch(name)
+        if failure is None:
+            st.caption("waiting for the replay to start ...")
+        else:
+            st.error(f"Replay {name} did not start. The end of its log:", icon=":material/error:")
+            st.code(failure, language=None)
         return
     running = _running(progress)
     state = progress.state if running or progress.state != "running" else "stopped"
+    if state == "stopped" and (failure := _failed_launch(name)) is not None:
+        st.error(f"Replay {name} stopped with an error. The end of its log:",
+                 icon=":material/error:")  # fmt: skip
+        st.code(failure, language=None)
     cols = st.columns(4)
     cols[0].metric("state", state)
     cols[1].metric("events replayed", f"{progress.events:,}")
@@ -111,9 +140,9 @@ def _progress(name: str) -> None:
     if running and buttons[0].button("Stop", key=f"stop_{name}"):
         os.kill(progress.pid, signal.SIGTERM)
     if not running and state != "done" and buttons[0].button("Resume", key=f"resume_{name}"):
-        _launch(["replay", "start", name, "--plain"], f"replay-{name}")
+        _launch(["replay", "start", name, "--plain"], name)
     if not running and buttons[2].button("Drop this replay", key=f"drop_{name}"):
-        _launch(["replay", "drop", name], f"replay-{name}")
+        _launch(["replay", "drop", name], name)
         st.session_state.pop("replay_watch", None)
     if any(p.high_watermark < p.position for p in progress.partitions):
         st.caption(

@@ -3,6 +3,7 @@ through the real rules and the real sink writer), with none at all, and with no 
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -215,3 +216,24 @@ def test_time_axes_tick_whole_minutes_in_utc() -> None:
     frame = pl.DataFrame({"minute": [t0], "orders": [3], "channel": ["web"]})
     x = lines(frame, "minute", "orders", "channel", "orders / minute").to_dict()["encoding"]
     assert x["x"]["scale"]["type"] == "utc" and x["tooltip"][0]["formatType"] == "utc"
+
+
+def test_a_replay_that_cannot_start_says_why_under_the_name_the_user_typed(
+    shop_lake: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No broker here: the replay process exits at once. The page shows the end of its log
+    instead of waiting forever, and the name typed stays through the reruns."""
+    at = run_page("replay", shop_lake, monkeypatch)
+    at.text_input(key="replay_name").input("typed")
+    at.button[0].click()
+    at.run()
+    log = shop_lake / "logs" / "replay-typed.log"
+    deadline = time.monotonic() + 60
+    while "did not start" not in texts(at) and time.monotonic() < deadline:
+        time.sleep(0.5)
+        at.run()
+    assert at.text_input(key="replay_name").value == "typed"
+    assert "Replay typed did not start" in texts(at), texts(at)
+    shown = "\n".join(c.value for c in at.code)
+    assert log.exists() and shown and shown.splitlines()[-1] in log.read_text()
+    assert "127.0.0.1:1" in shown, shown
