@@ -6,6 +6,7 @@ the issue asks to be measured: the achieved rate over a few seconds, within 10%.
 
 from __future__ import annotations
 
+import bisect
 import io
 import os
 import signal
@@ -136,12 +137,15 @@ def test_rate_control_within_ten_percent_over_three_seconds() -> None:
     span = times[-1] - times[0]
     assert span == pytest.approx(3.0, abs=0.2)
     assert len(times) / span == pytest.approx(2000.0, rel=0.10)
-    # Smooth, not bursty: every single second is close too (looser: a scheduler
-    # hiccup of 100 ms on a busy CI machine costs one second 5%).
-    for second in range(3):
-        lo = times[0] + second
-        n = sum(1 for t in times if lo <= t < lo + 1)
-        assert n == pytest.approx(2000, rel=0.20), (second, n)
+    # Smooth, not bursty: no 100 ms holds more than its 200 records and the bucket's burst
+    # (50 ms of traffic), even right after a stall. (A busy CI machine stalls the sender
+    # now and then - one second held 1,561 records - so a second's count can fall short;
+    # what pacing guarantees is that it never floods to catch up.)
+    window, burst = 0.1, 2000.0 * 0.05
+    densest = max(
+        bisect.bisect_left(times, t + window) - i for i, t in enumerate(times)
+    )
+    assert densest <= 2000.0 * window + burst + 2, densest
     assert stats.stopped_by == "duration"
 
 
