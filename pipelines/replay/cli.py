@@ -14,12 +14,14 @@ from datetime import UTC, datetime
 from types import FrameType
 
 import click
+import duckdb
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
 from pipelines.replay import engine
 from readmodels.lake import connect
+from readmodels.transactions import error_line
 from shopstream.errors import UserError
 from shopstream.logs import configure_logging
 from shopstream.settings import get_settings
@@ -78,7 +80,13 @@ def start(
             settings, con, name, topics, from_time, compare_with_live=not no_compare,
             namespace=Namespace(namespace),
         )  # fmt: skip
-        engine.create_model(con, plan)
+        try:
+            engine.create_model(con, plan)
+        except (duckdb.Error, TimeoutError) as exc:  # all or nothing: nothing was created
+            raise UserError(
+                f"replay {name}: could not create its model in the lake ({error_line(exc)}); "
+                "nothing was written - start it again"
+            ) from None
         where = f"live snapshot {plan.live_snapshot}" if plan.live_snapshot else "the end"
         console.print(f"replay {name}: {', '.join(plan.topics)} from "
                       f"{'offset 0' if from_time is None else from_time.isoformat()} to {where}, "
