@@ -65,6 +65,9 @@ class Killed:
     outputs_at_kill: list[int]
     """Orders with an invoice written (committed or not) when each kill came."""
     log: str
+    written_twice: int
+    """Invoice records in the log (read_uncommitted) whose event a later life wrote again:
+    what the kills left of open transactions, which read_committed must not deliver."""
 
 
 def _produce_reserved_orders(settings: Settings, ns: Namespace) -> None:
@@ -126,9 +129,12 @@ def killed(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> I
             )
         finally:
             reader.close()
+        watch.drain(quiet=2.0, timeout=60)  # the last life's copies too
     finally:
         finance.stop()
         watch.close()
+    in_log = Counter(str(e.event_id) for e in watch.events(invoices_topic))
+    written_twice = sum(n - 1 for n in in_log.values() if n > 1)
     invoices = [
         (e.payload.order_id, e.payload.invoice_id, str(e.event_id))
         for e in reader.events(invoices_topic)
@@ -145,7 +151,8 @@ def killed(broker: BrokerProcess, tmp_path_factory: pytest.TempPathFactory) -> I
         notifications = Counter(e.causation_id for e in sent.events(ns.topic(NOTIFICATIONS).name))
     finally:
         sent.close()
-    yield Killed(settings, ns, invoices, notifications, outputs_at_kill, finance.log_tail())
+    yield Killed(settings, ns, invoices, notifications, outputs_at_kill, finance.log_tail(),
+                 written_twice)  # fmt: skip
 
 
 def test_the_kills_hit_mid_stream_and_the_last_life_resumed(killed: Killed) -> None:
@@ -176,6 +183,10 @@ def test_an_idempotent_consumer_notifies_each_invoice_once(killed: Killed) -> No
 def test_read_committed_sees_each_invoice_record_exactly_once(
     killed: Killed, claim: Callable[[bool, str], None]
 ) -> None:
+    if killed.written_twice == 0:
+        # Every kill came between two commits this time (the kills aim at an open
+        # transaction, and mostly hit one): read_committed had nothing to hide.
+        pytest.skip("no kill left an open transaction's invoices in the log: nothing to judge")
     records = Counter(event_id for _, _, event_id in killed.invoices)
     doubled = sum(n - 1 for n in records.values() if n > 1)
     claim(
