@@ -20,7 +20,7 @@ import duckdb
 
 from readmodels.lake import LAKE
 from readmodels.schema import GENERATIONS, TABLES
-from readmodels.transactions import WriteLock, rollback
+from readmodels.transactions import WriteLock, transaction
 
 KEEP_GENERATIONS = 3
 OPEN_ATTEMPTS = 5
@@ -101,22 +101,16 @@ def open_for(con: duckdb.DuckDBPyConnection, broker_id: str) -> tuple[Generation
 
 
 def _create(con: duckdb.DuckDBPyConnection, made: Generation) -> None:
-    with WriteLock.of(con).held():
-        con.execute("BEGIN")
-        try:
-            if not _registry_exists(con):
-                con.execute(f"CREATE TABLE {REGISTRY} ({GENERATIONS.columns})")
-            con.execute(f"CREATE SCHEMA {LAKE}.{made.schema}")
-            for table in TABLES:
-                con.execute(f"CREATE TABLE {made.table(table.name)} ({table.columns})")
-            con.execute(
-                f"INSERT INTO {REGISTRY} VALUES (?, ?, ?, now(), ?)",
-                [made.number, made.schema, made.broker_id, "read models of this broker"],
-            )
-            con.execute("COMMIT")
-        except BaseException:
-            rollback(con)
-            raise
+    with transaction(con):
+        if not _registry_exists(con):
+            con.execute(f"CREATE TABLE {REGISTRY} ({GENERATIONS.columns})")
+        con.execute(f"CREATE SCHEMA {LAKE}.{made.schema}")
+        for table in TABLES:
+            con.execute(f"CREATE TABLE {made.table(table.name)} ({table.columns})")
+        con.execute(
+            f"INSERT INTO {REGISTRY} VALUES (?, ?, ?, now(), ?)",
+            [made.number, made.schema, made.broker_id, "read models of this broker"],
+        )
 
 
 def drop_old(con: duckdb.DuckDBPyConnection, keep: int = KEEP_GENERATIONS) -> list[Generation]:
@@ -124,13 +118,8 @@ def drop_old(con: duckdb.DuckDBPyConnection, keep: int = KEEP_GENERATIONS) -> li
     dropped = generations(con)[:-keep] if keep > 0 else []
     lock = WriteLock.of(con)
     for old in dropped:
-        with lock.held():
-            con.execute("BEGIN")
-            try:
-                con.execute(f"DROP SCHEMA IF EXISTS {LAKE}.{old.schema} CASCADE")
-                con.execute(f"DELETE FROM {REGISTRY} WHERE generation = ?", [old.number])
-                con.execute("COMMIT")
-            except BaseException:
-                rollback(con)  # another replica's housekeeping dropped it first: next time
-                raise
+        # If another replica's housekeeping dropped it first, this fails: next time.
+        with transaction(con, lock):
+            con.execute(f"DROP SCHEMA IF EXISTS {LAKE}.{old.schema} CASCADE")
+            con.execute(f"DELETE FROM {REGISTRY} WHERE generation = ?", [old.number])
     return dropped

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 import duckdb
 
-from readmodels.lake import LAKE
+from readmodels.lake import LAKE, LakeLocation
 
 log = logging.getLogger("readmodels")
 
@@ -45,7 +45,6 @@ LOCK_WAIT_S = 120.0
 
 Long enough for any one transaction of this project (the longest, a replay's model
 creation, took seconds); a holder that is stopped (SIGSTOP) or hung blocks no one forever."""
-
 
 POLL_S = 0.001
 """How often a waiting writer tries again: the sink lets go for the few milliseconds it
@@ -73,8 +72,7 @@ class WriteLock:
             "SELECT path FROM duckdb_databases() WHERE database_name = ? AND type = 'ducklake'",
             [LAKE],
         ).fetchone()
-        catalog = str(row[0]) if row and row[0] else ""
-        return cls(Path(catalog.removeprefix("sqlite:")) if catalog.startswith("sqlite:") else None)
+        return cls(LakeLocation(str(row[0]), "").sqlite_file if row and row[0] else None)
 
     @contextlib.contextmanager
     def held(self, timeout: float = LOCK_WAIT_S) -> Iterator[float]:
@@ -134,6 +132,21 @@ def rollback(con: duckdb.DuckDBPyConnection) -> None:
         con.execute("ROLLBACK")
 
 
+@contextlib.contextmanager
+def transaction(con: duckdb.DuckDBPyConnection, lock: WriteLock | None = None) -> Iterator[None]:
+    """BEGIN ... COMMIT around the ``with`` block, in this process's turn at writing the
+    catalog (``lock``, else the one of ``con``'s lake); rolled back if the block or the
+    COMMIT fails."""
+    with (lock or WriteLock.of(con)).held():
+        con.execute("BEGIN")
+        try:
+            yield
+            con.execute("COMMIT")
+        except BaseException:
+            rollback(con)
+            raise
+
+
 def backoff(attempt: int) -> float:
     """Seconds to wait before attempt ``attempt + 1`` (1-based)."""
     return min(FIRST_WAIT_S * 2 ** (attempt - 1), 1.0) * random.uniform(0.5, 1.0)
@@ -149,14 +162,8 @@ def in_transaction(
     while True:
         attempt += 1
         try:
-            with lock.held():
-                con.execute("BEGIN")
-                try:
-                    result = work(con)
-                    con.execute("COMMIT")
-                except BaseException:
-                    rollback(con)
-                    raise
+            with transaction(con, lock):
+                result = work(con)
             return result
         except BaseException as exc:
             if not is_conflict(exc) or attempt >= ATTEMPTS:

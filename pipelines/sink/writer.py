@@ -48,7 +48,7 @@ from readmodels.transactions import (
     backoff,
     error_line,
     is_conflict,
-    rollback,
+    transaction,
 )
 
 log = logging.getLogger("pipelines.sink")
@@ -314,45 +314,39 @@ class LakeWriter:
             inserts, rollups = self._prepare(con, topics)
             staged = self._stage(con, inserts, rollups)
             sunk_at = {"sunk_at": datetime.now(UTC)}
-            # Its turn at the catalog from BEGIN to COMMIT (WriteLock says why).
-            with self.lock.held():
-                con.execute("BEGIN")
-                try:
-                    # In the transaction's snapshot: did another writer get here first? Asked
-                    # for the partitions this writer does not know it alone writes.
-                    if not self._own.issuperset(written):
-                        ahead = con.execute(
-                            f"SELECT o.topic, o.kafka_partition, max(o.next_offset) "
-                            f"FROM {offsets} o JOIN positions p USING (topic, kafka_partition) "
-                            "GROUP BY ALL HAVING max(o.next_offset) > min(p.first_offset)"
-                        ).fetchall()
-                        if ahead:
-                            raise AlreadyWritten(
-                                {(str(tp), int(p)): int(n) for tp, p, n in ahead}
+            # One transaction, in its turn at the catalog (WriteLock says why).
+            with transaction(con, self.lock):
+                # In the transaction's snapshot: did another writer get here first? Asked
+                # for the partitions this writer does not know it alone writes.
+                if not self._own.issuperset(written):
+                    ahead = con.execute(
+                        f"SELECT o.topic, o.kafka_partition, max(o.next_offset) "
+                        f"FROM {offsets} o JOIN positions p USING (topic, kafka_partition) "
+                        "GROUP BY ALL HAVING max(o.next_offset) > min(p.first_offset)"
+                    ).fetchall()
+                    if ahead:
+                        raise AlreadyWritten(
+                            {(str(tp), int(p)): int(n) for tp, p, n in ahead}
+                        )
+                for table, parts in inserts.items():
+                    target = self.generation.table(table)
+                    if table in staged:
+                        if table == t.LEVELS.name:  # the latest level per key: replace them
+                            con.execute(
+                                f"DELETE FROM {target} WHERE (store_id, sku) IN "
+                                f"(SELECT store_id, sku FROM {staged[table]})"
                             )
-                    for table, parts in inserts.items():
-                        target = self.generation.table(table)
-                        if table in staged:
-                            if table == t.LEVELS.name:  # the latest level per key: replace them
-                                con.execute(
-                                    f"DELETE FROM {target} WHERE (store_id, sku) IN "
-                                    f"(SELECT store_id, sku FROM {staged[table]})"
-                                )
-                            sql = f"SELECT * FROM {staged[table]}"
-                        else:
-                            sql = " UNION ALL ".join(f"({part})" for part in parts)
-                        params = sunk_at if "$sunk_at" in sql else None
-                        found = con.execute(f"INSERT INTO {target} {sql}", params).fetchone()
-                        if found and found[0]:
-                            result.rows[table] = int(found[0])
-                    con.execute(
-                        f"INSERT INTO {offsets} "
-                        "SELECT topic, kafka_partition, next_offset, now() FROM positions"
-                    )
-                    con.execute("COMMIT")
-                except BaseException:
-                    rollback(con)
-                    raise
+                        sql = f"SELECT * FROM {staged[table]}"
+                    else:
+                        sql = " UNION ALL ".join(f"({part})" for part in parts)
+                    params = sunk_at if "$sunk_at" in sql else None
+                    found = con.execute(f"INSERT INTO {target} {sql}", params).fetchone()
+                    if found and found[0]:
+                        result.rows[table] = int(found[0])
+                con.execute(
+                    f"INSERT INTO {offsets} "
+                    "SELECT topic, kafka_partition, next_offset, now() FROM positions"
+                )
         finally:
             for i in range(len(topics)):
                 con.unregister(f"in_{i}")
