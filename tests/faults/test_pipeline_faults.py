@@ -95,7 +95,14 @@ def truth_of(
 ) -> Truth:
     """The truth of what is on the ingress topics, with the injector's tags for it (the
     same seeded stream again - the opening stock and ``traffic`` records - checked record
-    for record against the broker's)."""
+    for record against the broker's).
+
+    Every record made must be there. A record may be there twice: when the broker is
+    SIGKILLed, the producer sends again what it had in flight, and the idempotent
+    producer does not always keep the broker from writing it twice (seen in CI on the
+    Kafka lane: 2 extra of 38,378 records). Such a copy is byte for byte a record made, as a
+    channel's resend is: the router drops it by its event id, and the truth, read from the
+    ingress topics, counts it among the duplicates. A record never made fails."""
     opening, stream = record_streams(options)
     made = [*opening, *itertools.islice(stream, traffic)]
     ingress = read_all(settings, [namespace.topic(s).name for s in INGRESS_BY_CHANNEL.values()])
@@ -103,10 +110,15 @@ def truth_of(
     on_broker = Counter((channel_of[r.topic], r.value) for r in ingress)
     sent = Counter((r.channel, r.value) for r in made)
     missing = Counter(channel for channel, _ in (sent - on_broker).elements())
-    assert on_broker == sent, (
+    extra = on_broker - sent
+    foreign = sum(n for record, n in extra.items() if record not in sent)
+    assert not missing and not foreign, (
         f"ingress holds {sum(on_broker.values())} records, the producer made {len(made)}: "
-        f"{dict(missing)} missing, {sum((on_broker - sent).values())} extra"
+        f"{dict(missing)} missing, {foreign} never made"
     )
+    if extra:
+        print(f"\ningress: {extra.total()} records sent twice by the producer's retries "
+              "across the broker's kill (the router drops them)")  # fmt: skip
     return Truth.of(ingress, tags_of(made), namespace)
 
 
