@@ -79,7 +79,7 @@ def base_table(orders: int) -> tuple[pa.Table, int, int]:
     records = order_records(orders, start_ms=START_MS)
     span_ms = max(r[3] for r in records) - min(r[3] for r in records) + 60_000
     offsets = max(r[2] for r in records) + 1
-    return to_batch(Staging().extend(records), lambda _: True)["orders"], span_ms, offsets
+    return to_batch(Staging().extend(records))["orders"], span_ms, offsets
 
 
 def build_lake(

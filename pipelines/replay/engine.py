@@ -550,6 +550,8 @@ def _columns(
             pa.nulls(n, pa.int64()).fill_null(0),
             pa.nulls(n, pa.binary()),
             pa.array(values, pa.binary()),
+            pa.nulls(n, pa.binary()),
+            pa.nulls(n, pa.binary()),
             pa.nulls(n, TOPIC_SCHEMA.field("headers").type),
         ],
         schema=READ_SCHEMA,

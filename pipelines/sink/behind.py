@@ -7,6 +7,9 @@ grow with the input and the lake's fixed cost per commit is paid once per write,
 per checkpoint. DuckDB does its work outside the GIL, so on two cores consuming and
 writing overlap.
 
+While the caller says its input is far behind (reading a backlog), a write waits a
+little for a larger batch (:class:`CatchUp`); otherwise every write goes at once.
+
 Guarantees: batches are written in the order they were handed over, each record once; a
 write that fails is kept and tried again (every :attr:`WriteBehind.retry_after` seconds,
 or at once when asked) before anything newer; nothing is dropped unless :meth:`drop`
@@ -18,7 +21,9 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
 log = logging.getLogger("pipelines.sink")
@@ -33,6 +38,24 @@ class Gathering(Protocol):
 
 
 B = TypeVar("B", bound=Gathering)
+
+
+@dataclass(frozen=True)
+class CatchUp:
+    """Larger writes while the input is far ahead of the writes.
+
+    Each write pays the lake's fixed cost once (the sink's: about 160 ms for its 20-odd
+    tables, whatever the size), so behind a fast input small writes spend most of the
+    writer's CPU on it, beside the consumer on the same cores. Measured, the sink's writer
+    alone on 302,443 records: 57,000 records/s in writes of 15,000, 125,000 in writes of
+    50,000. While the caller says the input is behind (:meth:`WriteBehind.put`), a write
+    about to start waits up to ``wait_s`` for ``batch_records``; it stops waiting as soon
+    as a put says the input caught up, so the last records of a backlog are not held
+    back, and at a trickle every write goes at once (freshness is unchanged).
+    """
+
+    batch_records: int
+    wait_s: float
 
 
 class WriteFailing(Exception):
@@ -60,9 +83,11 @@ class WriteBehind(Generic[B]):
         failed: Callable[[BaseException], None],
         limit: int,
         retry_after: float,
+        catch_up: CatchUp | None = None,
         name: str = "write-behind",
     ) -> None:
         self._write = write
+        self.catch_up = catch_up
         self._empty = empty
         self._errors = errors
         self._failed = failed
@@ -81,30 +106,41 @@ class WriteBehind(Generic[B]):
         self._retry_now = False
         self._dropping = False
         self._closed = False
+        self._input_behind = False
+        """What the last :meth:`put` said of the input."""
+        self._waiters = 0
+        """Callers of :meth:`wait`: a write they wait for does not wait to gather more."""
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
         self._thread.start()
 
-    def put(self, batch: B) -> None:
+    def put(self, batch: B, behind: bool = False) -> None:
         """Queue ``batch`` after everything before it; wait while more than
         :attr:`limit` records are queued. If a write failed, it is tried again first,
         and ``batch`` is not queued if that fails too (the caller gets the same records
-        again later)."""
+        again later). ``behind``: more input is waiting to be read at once (the next
+        write may wait for a larger batch: :class:`CatchUp`)."""
         with self._cond:
             self._check()
             while len(self._queued) >= self.limit:
                 self._cond.wait()
                 self._check()
+            self._input_behind = behind
             if len(batch):
                 self._queued.absorb(batch)
-                self._cond.notify_all()
+            self._cond.notify_all()
 
     def wait(self) -> None:
         """Wait until everything handed over is written (raises as :meth:`put`)."""
         with self._cond:
-            self._check()
-            while len(self._queued) or self._current is not None:
-                self._cond.wait()
+            self._waiters += 1
+            self._cond.notify_all()
+            try:
                 self._check()
+                while len(self._queued) or self._current is not None:
+                    self._cond.wait()
+                    self._check()
+            finally:
+                self._waiters -= 1
 
     def drop(self) -> None:
         """Forget what is not written yet (once the write in progress, if any, ends)."""
@@ -157,9 +193,25 @@ class WriteBehind(Generic[B]):
                     self._cond.wait()
                 if self._closed:
                     return
+                self._gather()
                 batch, self._queued = self._queued, self._empty()
                 self._current = batch
             self._write_until_done(batch)
+
+    def _gather(self) -> None:
+        """With the lock held, records queued: while the input is behind, wait (up to
+        :attr:`CatchUp.wait_s`) for a batch of :attr:`CatchUp.batch_records`."""
+        rule = self.catch_up
+        if rule is None:
+            return
+        deadline = time.monotonic() + rule.wait_s
+        while (
+            self._input_behind
+            and len(self._queued) < rule.batch_records
+            and not (self._closed or self._dropping or self._waiters)
+            and (left := deadline - time.monotonic()) > 0
+        ):
+            self._cond.wait(left)
 
     def _write_until_done(self, batch: B) -> None:
         while True:

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 
 from readmodels import schema as t
 from shopstream import topics as catalog
-from shopstream.events import APP_HEADER, EMITTED_AT_HEADER
 from shopstream.topics import TopicSpec
 
 ENVELOPE = (
@@ -29,7 +28,9 @@ MOVEMENT = '{"sku":"VARCHAR","delta":"INTEGER","level_after":"INTEGER"}'
 
 
 def header(name: str) -> str:
-    """SQL: the text of header ``name`` of a ``src``/``raw`` row (``NULL`` if absent)."""
+    """SQL: the text of header ``name`` of a ``src`` row (``NULL`` if absent; the rows of
+    topics whose feed :attr:`~Feed.reads_headers` only: the lineage's two headers have
+    columns of their own, ``app_header`` and ``emitted_at_header``)."""
     return f"TRY(decode(list_filter(headers, h -> h.k = '{name}')[1].v))"
 
 
@@ -77,9 +78,9 @@ class Feed:
 def _lineage(emitter: str) -> str:
     return f"""
     SELECT e.event_id, e.event_type, nullif(e.causation_id, ''), e.correlation_id,
-           coalesce({header(APP_HEADER)}, '{emitter}'), e.channel, e.store_id, topic,
+           coalesce(TRY(decode(app_header)), '{emitter}'), e.channel, e.store_id, topic,
            kafka_partition, kafka_offset, e.occurred_at,
-           coalesce({millis(f"TRY_CAST({header(EMITTED_AT_HEADER)} AS BIGINT)")},
+           coalesce({millis("TRY_CAST(TRY(decode(emitted_at_header)) AS BIGINT)")},
                     {millis("kafka_ts")}),
            $sunk_at
     FROM {{src}} WHERE e.event_id IS NOT NULL"""

@@ -79,8 +79,11 @@ def test_lineage_and_service_tables_from_every_event_topic(settings: Settings) -
         return (topic, 0, offset, 0, b"store-01", encode(event), headers)  # type: ignore[arg-type]
 
     sink = sink_for(settings)
+    unsigned = ("orders", 0, 1, 1764590400999, b"store-01",
+                encode(s.order("o2", [("SKU-00003", 1, "1.00")])), headers_for(order))
     feed(sink, [
         rec("orders", 0, order, "router"), rec("stock-questions", 0, question, "router"),
+        unsigned,  # no app and no emitted_at header: the feed's emitter, the record's time
         ("deadletters", 0, 0, 5, b"k", b"\xff garbage", [
             ("error.kind", b"bad_encoding"), ("error.message", b"not UTF-8"),
             ("error.topic", b"ingress.web"), ("error.partition", b"1"),
@@ -89,9 +92,13 @@ def test_lineage_and_service_tables_from_every_event_topic(settings: Settings) -
         ("returns", 0, 0, 5, b"k", b"{not json", []),  # written past the router
     ])  # fmt: skip
     rm = ReadModels(settings)
-    events = rm.sql(f"SELECT event_type, app, emitted_at FROM {rm.table('events')} ORDER BY 1")
-    assert events["event_type"].to_list() == ["OrderPlaced", "StockQuestionAsked"]
+    events = rm.sql(
+        f"SELECT event_type, app, epoch_ms(emitted_at) AS emitted_ms FROM {rm.table('events')} "
+        "ORDER BY 1, 3"
+    )
+    assert events["event_type"].to_list() == ["OrderPlaced", "OrderPlaced", "StockQuestionAsked"]
     assert set(events["app"]) == {"router"}
+    assert events["emitted_ms"].to_list() == [1764590400123, 1764590400999, 1764590400123]
     assert rm.order_trace("o1")["event_type"].to_list() == ["OrderPlaced"]
     letters = rm.dead_letters_by_kind()
     assert set(zip(letters["error_kind"], letters["app"], strict=True)) == {
