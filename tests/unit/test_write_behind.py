@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -171,57 +171,53 @@ def test_drop_ends_the_retries_of_a_failing_write() -> None:
 # --- catching up: larger writes behind a fast input ------------------------------------------
 
 
-def catching_up(lake: Lake, wait_s: float) -> WriteBehind[Batch]:
-    return WriteBehind(
+@pytest.fixture
+def catching_up() -> Iterator[tuple[Lake, WriteBehind[Batch]]]:
+    """A write-behind that gathers up to 1,000 while its input is behind, waiting up to
+    30 s (a test that sees its write within 5 s did not wait)."""
+    lake = Lake()
+    wb = WriteBehind(
         lake.write, Batch, errors=(OSError,), failed=lake.failures.append, limit=100_000,
-        retry_after=30.0, catch_up=CatchUp(batch_records=1000, wait_s=wait_s),
+        retry_after=30.0, catch_up=CatchUp(batch_records=1000, wait_s=30.0),
     )  # fmt: skip
+    yield lake, wb
+    wb.close()
 
 
-def test_behind_a_fast_input_a_write_waits_for_a_larger_batch() -> None:
-    lake = Lake()
-    wb = catching_up(lake, wait_s=30.0)
-    try:
-        for start in range(0, 1000, 200):  # five checkpoints of 200 from a backlog
-            wb.put(Batch(list(range(start, start + 200))), behind=True)
-            time.sleep(0.02)
-        eventually(lambda: len(lake.written) == 1)
-        assert lake.written == [list(range(1000))]  # one write, once the batch was full
-    finally:
-        wb.close()
+def test_behind_a_fast_input_a_write_waits_for_a_larger_batch(
+    catching_up: tuple[Lake, WriteBehind[Batch]],
+) -> None:
+    lake, wb = catching_up
+    for start in range(0, 1000, 200):  # five checkpoints of 200 from a backlog
+        wb.put(Batch(list(range(start, start + 200))), behind=True)
+        time.sleep(0.02)
+    eventually(lambda: len(lake.written) == 1)
+    assert lake.written == [list(range(1000))]  # one write, once the batch was full
 
 
-def test_the_input_catching_up_ends_the_wait_for_a_larger_batch() -> None:
-    lake = Lake()
-    wb = catching_up(lake, wait_s=30.0)  # were it to wait, the 5 s below would run out
-    try:
-        wb.put(Batch(list(range(500))), behind=True)
-        time.sleep(0.05)
-        assert lake.written == []  # gathering: the backlog goes on
-        wb.put(Batch([500, 501]), behind=False)  # the last records of the backlog
-        eventually(lambda: lake.written == [list(range(502))])
-    finally:
-        wb.close()
+def test_the_input_catching_up_ends_the_wait_for_a_larger_batch(
+    catching_up: tuple[Lake, WriteBehind[Batch]],
+) -> None:
+    lake, wb = catching_up
+    wb.put(Batch(list(range(500))), behind=True)
+    time.sleep(0.05)
+    assert lake.written == []  # gathering: the backlog goes on
+    wb.put(Batch([500, 501]), behind=False)  # the last records of the backlog
+    eventually(lambda: lake.written == [list(range(502))])
 
 
-def test_at_a_trickle_a_write_goes_at_once() -> None:
-    lake = Lake()
-    wb = catching_up(lake, wait_s=30.0)  # were it to wait, the 5 s below would run out
-    try:
-        wb.put(Batch([1, 2, 3]))
-        eventually(lambda: lake.written == [[1, 2, 3]])
-    finally:
-        wb.close()
+def test_at_a_trickle_a_write_goes_at_once(catching_up: tuple[Lake, WriteBehind[Batch]]) -> None:
+    lake, wb = catching_up
+    wb.put(Batch([1, 2, 3]))
+    eventually(lambda: lake.written == [[1, 2, 3]])
 
 
-def test_waiting_for_the_writes_cuts_the_gathering_short() -> None:
-    lake = Lake()
-    wb = catching_up(lake, wait_s=30.0)
-    try:
-        wb.put(Batch(list(range(500))), behind=True)  # under batch_records
-        done = threading.Thread(target=wb.wait)
-        done.start()
-        done.join(5)
-        assert not done.is_alive() and lake.written == [list(range(500))]
-    finally:
-        wb.close()
+def test_waiting_for_the_writes_cuts_the_gathering_short(
+    catching_up: tuple[Lake, WriteBehind[Batch]],
+) -> None:
+    lake, wb = catching_up
+    wb.put(Batch(list(range(500))), behind=True)  # under batch_records
+    done = threading.Thread(target=wb.wait)
+    done.start()
+    done.join(5)
+    assert not done.is_alive() and lake.written == [list(range(500))]
