@@ -65,7 +65,7 @@ COPY_SQL = """
                '"occurred_at":"' || occurred || '"',
                '"occurred_at":"' || strftime(make_timestamp((epoch_us(occurred::TIMESTAMP)
                    + $shift::BIGINT * 1000)::BIGINT), '%Y-%m-%dT%H:%M:%S.%gZ') || '"')) AS value,
-           headers
+           app_header, emitted_at_header, headers
     FROM (SELECT *, regexp_extract(decode(value), '"occurred_at":"([^"]+)"', 1) AS occurred
           FROM base)"""
 """Copy ``k`` of the base orders: ids made unique, event times and offsets moved on."""
