@@ -45,8 +45,10 @@ from shopstream.topics import ORDERS, Namespace
 def replay(settings: Settings, ns: Namespace, total: int) -> dict[str, Any]:
     """Plan, create and run a replay of ``ns``'s orders; what it took."""
     from pipelines.replay import engine
+    from pipelines.runtime.memory import use_jemalloc_for_arrow
     from readmodels.lake import LAKE, connect
 
+    use_jemalloc_for_arrow()  # as `shopstream replay start` does
     con = connect(settings, read_only=False)
     name = f"bench_{uuid.uuid4().hex[:6]}"
     try:

@@ -20,6 +20,7 @@ from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeRemaining
 from rich.table import Table
 
 from pipelines.replay import engine
+from pipelines.runtime.memory import use_jemalloc_for_arrow
 from readmodels.lake import connect
 from readmodels.transactions import error_line
 from shopstream.errors import UserError
@@ -72,6 +73,7 @@ def start(
     """Start (or resume) replay NAME: a new consumer group reads from offset zero."""
     configure_logging()
     settings = get_settings()
+    use_jemalloc_for_arrow()  # its reader thread makes the batches, this one frees them
     con = connect(settings, read_only=False)
     plan = engine.registered(con, name)
     console = Console(stderr=True)

@@ -43,10 +43,10 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import duckdb
-import pyarrow as pa
 from confluent_kafka import KafkaException
 from quixstreams.sinks import BaseSink, SinkBackpressureError
 
+from pipelines.runtime.memory import use_jemalloc_for_arrow
 from pipelines.runtime.outputs import AppCounters
 from pipelines.runtime.quix import input_topic, quix_app
 from pipelines.runtime.running import BuiltApp, run_app
@@ -512,20 +512,13 @@ def tune_process() -> None:
       is collected every :data:`GC_YOUNG_THRESHOLD` allocations instead of 700. Measured
       on the sink's consumer alone (records staged, not written): 67-84k -> 90-111k
       records/s.
-    * **Arrow's memory pool: jemalloc** (the system allocator where pyarrow has none).
-      The consumer's thread makes each checkpoint's Arrow tables and the writer's thread
-      frees them. With Arrow's default pool (mimalloc) nearly every table took fresh
-      memory from the kernel: 7 % of the sink's CPU samples were the kernel zeroing
-      2 MB pages, and turning 300,204 records into Arrow took 0.57-0.64 s of the
-      consumer's time; with jemalloc, which reuses freed memory (and gives it back after
-      about a second idle), 0.15-0.17 s.
+    * **Arrow's memory pool: jemalloc**
+      (:func:`pipelines.runtime.memory.use_jemalloc_for_arrow` says why): the consumer's
+      thread makes each checkpoint's Arrow tables and the writer's thread frees them.
     """
     gc.freeze()
     gc.set_threshold(GC_YOUNG_THRESHOLD, 50, 1000)
-    try:
-        pa.set_memory_pool(pa.jemalloc_memory_pool())
-    except NotImplementedError:  # a pyarrow built without jemalloc
-        pa.set_memory_pool(pa.system_memory_pool())
+    use_jemalloc_for_arrow()
 
 
 def run(settings: Settings, namespace: Namespace = CATALOG) -> None:
