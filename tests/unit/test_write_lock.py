@@ -24,8 +24,8 @@ from shopstream.settings import Settings, load_settings
 ROOT = Path(__file__).resolve().parents[2]
 
 # A sink's writer in its own process: small batches, back to back, for ``seconds``; it
-# prints "ready" after its first commit, then how many commits conflicted and how long
-# it waited for its turn at most.
+# prints "ready" after its first commit, then how many commits conflicted, how long one
+# write took at most, and when (wall clock) its last write ended.
 SINK_LIKE = textwrap.dedent("""
     import sys, time
     from pipelines.sink.app import feeds_for
@@ -51,7 +51,7 @@ SINK_LIKE = textwrap.dedent("""
             print("ready", flush=True)
         if time.monotonic() > deadline:
             break
-    print(f"{int(conflicts)} {longest:.3f} {start + 20}", flush=True)
+    print(f"{int(conflicts)} {longest:.3f} {time.time()}", flush=True)
 """)
 
 
@@ -84,14 +84,16 @@ def test_a_long_transaction_commits_at_once_beside_a_writer_that_commits_all_the
             time.sleep(1.5)  # a replay's model creation on a loaded machine
 
         in_transaction(con, long_model, "a long transaction")
-        conflicts, longest, written = sink.communicate(timeout=120)[0].split()
+        committed_at = time.time()
+        conflicts, longest, last_write = sink.communicate(timeout=120)[0].split()
     finally:
         sink.kill()
     assert attempts == 1
     assert int(conflicts) == 0
-    # The sink waited for the long transaction's turn (and only then wrote on).
+    # The sink waited for the long transaction's turn, and then wrote on (a count of
+    # writes measures the machine: a CI run made 7 in the 6 s, where 10 were asked).
     assert float(longest) >= 1.0, longest
-    assert int(written) >= 200
+    assert float(last_write) > committed_at
 
 
 def test_a_held_lock_times_out_with_its_path_and_a_killed_holder_gives_it_back(
