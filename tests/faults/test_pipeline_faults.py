@@ -49,7 +49,15 @@ from shopstream.brokers import BrokerProcess
 from shopstream.settings import Settings, load_settings
 from shopstream.topics import ALL_TOPICS, INGRESS_BY_CHANNEL, Namespace
 from support.fault_suite import Profile, report
-from support.fleet import Fleet, Kill, ProducerThread, broker_report, kill_broker, read_all
+from support.fleet import (
+    Fleet,
+    Kill,
+    ProducerThread,
+    broker_report,
+    kill_broker,
+    read_all,
+    whereabouts,
+)
 from support.truth import Lake, Truth, Verdict, compare, tags_of
 
 pytestmark = pytest.mark.timeout(2400)
@@ -247,6 +255,8 @@ class FaultRun:
     caught_up_s: float
     complete: bool
     seconds: float
+    whereabouts: dict[str, list[str]] = field(default_factory=dict)
+    """Where each id the read models miss is on the broker (:func:`whereabouts`)."""
 
 
 @pytest.fixture(scope="module")
@@ -295,11 +305,13 @@ def run(
             producer.finish()
         codes = fleet.stop()
         rm.close()
-    lake = Lake(ReadModels(settings))
+    verdict = compare(truth, Lake(ReadModels(settings)), namespace)
+    lost = [i for c in verdict.checks.values() for i in c.missing if "[" not in i]
+    found = whereabouts(settings, [t.name for t in namespace.topics(ALL_TOPICS)], lost[:20])
     yield FaultRun(
-        broker.kind, faults_profile, truth, compare(truth, lake, namespace), fleet.kills,
-        outage, fleet.exits, codes, {name: fleet.log(name) for name in fleet.apps},
-        stats.sent, caught_up, complete, time.monotonic() - began,
+        broker.kind, faults_profile, truth, verdict, fleet.kills, outage, fleet.exits,
+        codes, {name: fleet.log(name) for name in fleet.apps}, stats.sent, caught_up,
+        complete, time.monotonic() - began, found,
     )  # fmt: skip
 
 
@@ -359,7 +371,9 @@ def test_the_apps_ride_out_a_broker_killed_and_restarted(run: FaultRun) -> None:
 def test_read_models_lose_nothing_and_hold_the_right_values(run: FaultRun) -> None:
     problems = run.verdict.at_least_once()
     assert run.complete, "the read models never caught up:\n" + "\n".join(problems)
-    assert problems == [], "\n".join(problems)
+    assert problems == [], "\n".join(problems) + "\non the broker:\n" + "\n".join(
+        f"{i}: {', '.join(places) or 'nowhere'}" for i, places in run.whereabouts.items()
+    )
     # The run injected every kind of fault it was to.
     assert set(run.truth.faults) >= {"duplicate", "late", "truncated_json", "oversized"}
     assert run.truth.malformed and run.truth.duplicates

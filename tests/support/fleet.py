@@ -11,6 +11,8 @@
   running, and how its log ends.
 * :func:`read_all` - every record of some topics from offset zero, bytes as they are
   (no decoding: a ground truth is computed from them, not from the project's parsers).
+* :func:`whereabouts` - where ids a check found missing are on the broker, committed or
+  not: whether an app never wrote an event or the sink never wrote it down.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import io
 import signal
 import threading
 import time
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -261,3 +264,26 @@ def read_all(
         return reader.all_records()
     finally:
         reader.close()
+
+
+def whereabouts(
+    settings: Settings, topics: Iterable[str], ids: Iterable[str]
+) -> dict[str, list[str]]:
+    """Each of ``ids`` -> ``topic[partition]@offset`` of every record on ``topics`` whose
+    bytes hold it, marked ``(not committed)`` where a ``read_committed`` reader does not
+    see the record (its transaction aborted, or is still open). For a failed test's
+    message: an id on its cause's topic and nowhere else was never acted on; one on an
+    output topic, committed, and missing from the read models was not written down."""
+    names = list(topics)
+    wanted = [(i, i.encode()) for i in ids]
+    seen = read_all(settings, names, "read_committed")
+    committed = {(r.topic, r.partition, r.offset) for r in seen}
+    found: dict[str, list[str]] = defaultdict(list)
+    for rec in read_all(settings, names):
+        value = rec.value or b""
+        for text, needle in wanted:
+            if needle in value:
+                at = (rec.topic, rec.partition, rec.offset)
+                mark = "" if at in committed else " (not committed)"
+                found[text].append(f"{rec.topic}[{rec.partition}]@{rec.offset}{mark}")
+    return {text: found.get(text, []) for text, _ in wanted}
