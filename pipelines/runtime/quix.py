@@ -139,3 +139,36 @@ def current_source() -> Source:
 
     ctx = message_context()
     return Source(ctx.topic, ctx.partition, ctx.offset)
+
+
+class _DestroyedProducer:
+    """Stands in for a destroyed Kafka producer: any use is a bug, and says so (the Quix
+    wrapper would otherwise make a new producer with the same ``transactional.id``,
+    fencing the next run's)."""
+
+    def __getattr__(self, name: str) -> Any:
+        raise RuntimeError(f"producer.{name}: this run's Kafka producer was destroyed")
+
+
+def destroy_producer(app: Application) -> None:
+    """Destroy ``app``'s Kafka producer now, once its run has ended: nothing it still
+    holds (records, a transaction's offsets, an abort) is sent after this.
+
+    Why: when a run fails, Quix closes the consumer but leaves the producer to the
+    garbage collector, and until then librdkafka retries whatever that producer had not
+    sent, under the old producer epoch. After a broker outage on Apache Kafka (4.4, its
+    classic groups) the next run was seen to hang in its partition assignment: Quix asks
+    for the group's committed offsets, which the broker held back as unstable for 30 s
+    and more (``committed()`` timed out, run after run; for 5 minutes once, in CI), and
+    the broker's log showed an old epoch's transactional request arriving after the
+    restart. Destroying takes milliseconds, also while the broker is down.
+    """
+    wrapper = app._producer._producer  # quixstreams.kafka.producer.Producer
+    inner = wrapper._inner_producer
+    if inner is None or isinstance(inner, _DestroyedProducer):
+        return
+    wrapper._inner_producer = _DestroyedProducer()
+    inner.purge(in_queue=True, in_flight=True, blocking=False)
+    # The last reference: librdkafka's handle is destroyed here (the wrapper's callbacks
+    # point from the handle to the wrapper, not back).
+    del inner

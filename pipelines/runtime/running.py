@@ -8,7 +8,9 @@ until SIGINT/SIGTERM, and keeps it running through what would otherwise stop it:
   broker is unreachable, the client's connection errors are held back
   (:class:`BrokerWatch`): the log gets one line when the broker goes and one when it is
   back, with how long it was gone, and the status says ``broker down``. A run that
-  fails meanwhile (a transaction that timed out) is rebuilt once the broker answers.
+  fails meanwhile (a transaction that timed out) is rebuilt once the broker answers;
+  its Kafka producer is destroyed at once, so that nothing of the failed run is sent
+  after the broker is back (:func:`pipelines.runtime.quix.destroy_producer`).
 * **A record the broker refuses.** The run fails; :class:`~pipelines.runtime.outputs.
   Outputs` has learned the record, so the next run diverts it (dead letters or
   counted) and goes on. No restart loop.
@@ -41,6 +43,7 @@ from quixstreams.models.topics.exceptions import TopicNotFoundError
 from tenacity import wait_exponential
 
 from pipelines.runtime.outputs import AppCounters, Outputs
+from pipelines.runtime.quix import destroy_producer
 from shopstream.errors import BrokerUnreachable, UserError
 from shopstream.kafka import unreachable_reason
 from shopstream.logs import configure_logging
@@ -207,7 +210,12 @@ def run_app(
                     # Building talks to the broker too (Quix creates and checks its topics):
                     # what fails there is retried like a failed run.
                     built = build()
-                    built.app.run()
+                    try:
+                        built.app.run()
+                    finally:
+                        # Nothing of this run reaches the broker once it is over: a
+                        # producer left to the garbage collector went on retrying.
+                        destroy_producer(built.app)
                     return  # stopped by a signal
                 except BrokerUnreachable:
                     if built is None:

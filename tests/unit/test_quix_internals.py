@@ -6,14 +6,21 @@ time-alignment flag, needs a broker: tests/integration/test_quix_on_broker.py):
 
 * ``Checkpoint.commit`` flushes sinks before it prepares the state transactions, which
   is when :class:`pipelines.checkpointed.CheckpointHook` writes the engines' state.
+* An ``Application``'s librdkafka producer is held by one attribute only
+  (``app._producer._producer._inner_producer``), which
+  :func:`pipelines.runtime.quix.destroy_producer` replaces to destroy it.
 """
 
 from __future__ import annotations
 
+import sys
 from unittest.mock import MagicMock
 
 import pytest
+from quixstreams import Application
 from quixstreams.checkpointing.checkpoint import Checkpoint
+
+from pipelines.runtime.quix import destroy_producer
 
 
 class _Stop(Exception):
@@ -43,3 +50,19 @@ def test_checkpoint_flushes_sinks_before_preparing_state_transactions() -> None:
     with pytest.raises(_Stop):
         checkpoint.commit()
     assert calls == ["sink.flush", "transaction.prepare"]
+
+
+def test_destroying_an_apps_producer_drops_the_last_reference_and_makes_no_new_one() -> None:
+    # At-least-once: no transactional.id, so no broker is needed to make the producer.
+    app = Application(
+        broker_address="127.0.0.1:9", consumer_group="g", processing_guarantee="at-least-once"
+    )
+    wrapper = app._producer._producer
+    inner = wrapper._producer  # made on first use
+    assert wrapper._inner_producer is inner
+    destroy_producer(app)
+    # Nothing but this test holds it now (getrefcount counts its own argument too).
+    assert sys.getrefcount(inner) == 2
+    with pytest.raises(RuntimeError, match="destroyed"):
+        wrapper._producer.produce("t", b"v")
+    destroy_producer(app)  # twice: nothing left to do
