@@ -7,6 +7,7 @@ import logging
 import socket
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 from confluent_kafka import KafkaError, KafkaException
@@ -126,6 +127,25 @@ def test_an_unknown_failure_keeps_its_traceback(
     assert len(retried) == 1 and retried[0].exc_info is not None
 
 
+def test_each_runs_kafka_producer_is_destroyed_before_the_next_run_is_built(
+    settings: Settings, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Quix leaves a failed run's producer to the garbage collector, which let it retry
+    under its old epoch after a broker outage (docs/running.md)."""
+    apps: list[_AppStandIn] = []
+
+    def build() -> BuiltApp:
+        assert all(app.producer_destroyed for app in apps)
+        apps.append(_FailsFirstRun(refused) if not apps else _StoppedApp())
+        return BuiltApp(apps[-1], None)  # type: ignore[arg-type]
+
+    def refused() -> None:
+        raise KafkaException(KafkaError(KafkaError.NOT_LEADER_FOR_PARTITION))
+
+    _retries(settings, build, caplog)
+    assert len(apps) == 2 and all(app.producer_destroyed for app in apps)
+
+
 def test_a_broker_gone_between_two_runs_is_waited_for(
     settings: Settings, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -177,17 +197,44 @@ def _retries(
     return [r for r in caplog.records if "running again" in r.getMessage()]
 
 
-class _StoppedApp:
+class _KafkaProducer:
+    """librdkafka's producer, as far as :func:`destroy_producer` uses it."""
+
+    def __init__(self) -> None:
+        self.purged = False
+
+    def purge(self, **_: bool) -> None:
+        self.purged = True
+
+
+class _AppStandIn:
+    """A Quix app stand-in: its producer sits where Quix keeps it
+    (``app._producer._producer._inner_producer``, tests/unit/test_quix_internals.py)."""
+
+    def __init__(self) -> None:
+        self.kafka_producer = _KafkaProducer()
+        self._producer = SimpleNamespace(
+            _producer=SimpleNamespace(_inner_producer=self.kafka_producer)
+        )
+
+    @property
+    def producer_destroyed(self) -> bool:
+        wrapper = self._producer._producer
+        return self.kafka_producer.purged and wrapper._inner_producer is not self.kafka_producer
+
+
+class _StoppedApp(_AppStandIn):
     """A Quix app stand-in whose run() returns at once, as after SIGTERM."""
 
     def run(self) -> None:
         return None
 
 
-class _FailsFirstRun:
+class _FailsFirstRun(_AppStandIn):
     """A Quix app stand-in whose first run() calls ``fail`` and whose next returns."""
 
     def __init__(self, fail: Callable[[], None]) -> None:
+        super().__init__()
         self.fail = fail
         self.runs = 0
 
