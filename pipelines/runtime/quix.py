@@ -6,7 +6,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from confluent_kafka import KafkaException
+
 from pipelines.deadletter import Source
+from shopstream.hanging import end_hanging_offset_commits
 from shopstream.kafka import FETCH_WAIT_MAX_MS, connection_config, transactional_id
 from shopstream.settings import Settings
 from shopstream.topics import TopicSpec
@@ -15,6 +18,8 @@ if TYPE_CHECKING:
     from quixstreams import Application
     from quixstreams.models import Topic
     from quixstreams.state.rocksdb import RocksDBOptions
+
+log = logging.getLogger("pipelines.run")
 
 COMMIT_INTERVAL_S = 0.25
 """Checkpoint (Kafka transaction) interval of every app, unless overridden.
@@ -122,6 +127,43 @@ def quix_app(
     return Application(**options)
 
 
+def end_hanging_offset_commits_of(app: Application, settings: Settings, app_name: str) -> None:
+    """Before ``app`` runs (exactly-once only): end its offset commits the broker holds
+    back for good (:mod:`shopstream.hanging`), and say so. A broker that does not answer
+    is left to the run: Quix's partition assignment fails, and the run loop runs again."""
+    config = app.config
+    tid = config.producer_extra_config.get("transactional.id")
+    if config.processing_guarantee != "exactly-once" or not tid:
+        return
+    topics = [topic.name for topic in app._dataframe_registry.consumer_topics]
+    group = config.consumer_group
+    try:
+        ended = end_hanging_offset_commits(settings, tid, group, topics)
+    except KafkaException as exc:
+        log.debug("%s: could not look for hanging offset commits: %s", app_name, exc)
+        return
+    if ended.fenced:
+        log.info(
+            "%s: a previous run's open transaction held back group %s's committed offsets "
+            "of %s; aborted as this run started",
+            app_name, group, ", ".join(ended.fenced),
+        )  # fmt: skip
+    if ended.freed:
+        log.warning(
+            "%s: the broker held back group %s's committed offsets of %s for good: an "
+            "offset commit of a transaction that was never marked ended (a hanging "
+            "transaction); aborted it, they are answered again",
+            app_name, group, ", ".join(ended.freed),
+        )  # fmt: skip
+    if ended.still_held:
+        log.warning(
+            "%s: the broker holds back group %s's committed offsets of %s: a transaction "
+            "of another producer is open on them (another instance of %s, or a hanging "
+            "transaction: kafka-transactions.sh find-hanging)",
+            app_name, group, ", ".join(ended.still_held), app_name,
+        )  # fmt: skip
+
+
 def input_topic(app: Application, spec: TopicSpec) -> Topic:
     """A Quix topic read as raw bytes: decoding is the app's job, so failures are data."""
     return app.topic(spec.name, key_deserializer="bytes", value_deserializer="bytes")
@@ -156,12 +198,9 @@ def destroy_producer(app: Application) -> None:
 
     Why: when a run fails, Quix closes the consumer but leaves the producer to the
     garbage collector, and until then librdkafka retries whatever that producer had not
-    sent, under the old producer epoch. After a broker outage on Apache Kafka (4.4, its
-    classic groups) the next run was seen to hang in its partition assignment: Quix asks
-    for the group's committed offsets, which the broker held back as unstable for 30 s
-    and more (``committed()`` timed out, run after run; for 5 minutes once, in CI), and
-    the broker's log showed an old epoch's transactional request arriving after the
-    restart. Destroying takes milliseconds, also while the broker is down.
+    sent, under the old producer epoch, beside the next run's producer of the same
+    ``transactional.id`` (after a restart of Apache Kafka, its log showed an old epoch's
+    request refused). Destroying takes milliseconds, also while the broker is down.
     """
     wrapper = app._producer._producer  # quixstreams.kafka.producer.Producer
     inner = wrapper._inner_producer

@@ -43,7 +43,7 @@ from quixstreams.models.topics.exceptions import TopicNotFoundError
 from tenacity import wait_exponential
 
 from pipelines.runtime.outputs import AppCounters, Outputs
-from pipelines.runtime.quix import destroy_producer
+from pipelines.runtime.quix import destroy_producer, end_hanging_offset_commits_of
 from shopstream.errors import BrokerUnreachable, UserError
 from shopstream.kafka import unreachable_reason
 from shopstream.logs import configure_logging
@@ -210,6 +210,7 @@ def run_app(
                     # Building talks to the broker too (Quix creates and checks its topics):
                     # what fails there is retried like a failed run.
                     built = build()
+                    end_hanging_offset_commits_of(built.app, settings, app_name)
                     try:
                         built.app.run()
                     finally:

@@ -212,6 +212,11 @@ class _AppStandIn:
     (``app._producer._producer._inner_producer``, tests/unit/test_quix_internals.py)."""
 
     def __init__(self) -> None:
+        # At-least-once: no offset commits of its own to look for (pipelines.runtime.quix.
+        # end_hanging_offset_commits_of).
+        self.config = SimpleNamespace(
+            processing_guarantee="at-least-once", producer_extra_config={}, consumer_group="g"
+        )
         self.kafka_producer = _KafkaProducer()
         self._producer = SimpleNamespace(
             _producer=SimpleNamespace(_inner_producer=self.kafka_producer)

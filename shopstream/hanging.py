@@ -1,0 +1,159 @@
+"""Hanging transactional offset commits: found, and ended, before an app starts.
+
+An exactly-once app commits its consumer offsets inside its Kafka transaction; the group
+coordinator keeps them pending until the transaction's marker reaches
+``__consumer_offsets``. If that marker never comes, the offsets hang: the broker answers
+every offset fetch that asks for stable offsets (librdkafka's does, under
+``read_committed``) with ``UNSTABLE_OFFSET_COMMIT``, for ever, and the app's partition
+assignment times out run after run.
+
+Seen here on Apache Kafka 4.4 after a broker restart (``tests/integration/test_outage.py``,
+2 of 6 local runs, 2 CI runs): the coordinator rolled the app's open transaction back
+("due to timeout") at its restart, yet ``__consumer_offsets`` kept that transaction open
+(DescribeProducers: the app's producer id, epoch 0, a transaction begun at offset 119)
+while the coordinator said ``Empty``; the router never got past its assignment again.
+Kafka's remedy is an operator's ``kafka-transactions.sh abort``; the app can do it
+itself, because a transaction marker ends every pending offset commit of its producer id
+(whatever the epoch): :func:`end_hanging_offset_commits` runs one transaction of the
+app's own ``transactional.id`` that adds the group's offsets and is aborted. A previous
+life's transaction that is merely open is fenced and aborted by the same
+``init_transactions`` (what the app's own producer would do next anyway), so nothing
+committed is undone.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from confluent_kafka import (
+    Consumer,
+    ConsumerGroupTopicPartitions,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
+from confluent_kafka.admin import AdminClient
+
+from shopstream.kafka import connection_config
+from shopstream.settings import Settings
+
+log = logging.getLogger("shopstream.kafka")
+
+TIMEOUT_S = 10.0
+"""For each call to the broker (a broker that does not answer leaves the app to its run
+loop, which retries)."""
+SETTLE_S = 5.0
+"""How long to wait for the held offsets to be answered again after the abort."""
+
+
+@dataclass(frozen=True)
+class Ended:
+    """What :func:`end_hanging_offset_commits` found and did (``topic[partition]`` each)."""
+
+    held: list[str] = field(default_factory=list)
+    """Partitions whose committed offsets the broker held back."""
+    fenced: list[str] = field(default_factory=list)
+    """Answered again once the app's producer was initialised: a previous run's
+    transaction was merely open (it crashed), and the coordinator aborted it."""
+    freed: list[str] = field(default_factory=list)
+    """Answered again only once the app aborted a transaction of its own over them: the
+    commit was hanging."""
+
+    @property
+    def still_held(self) -> list[str]:
+        """Held back still: another producer's transaction (another instance's)."""
+        return sorted(set(self.held) - set(self.fenced) - set(self.freed))
+
+
+def unstable_partitions(
+    admin: AdminClient, group: str, topics: Iterable[str]
+) -> dict[tuple[str, int], int]:
+    """``(topic, partition) -> committed offset`` (-1 if none) of every partition of
+    ``topics`` whose offsets in ``group`` the broker holds back as unstable.
+
+    Asked partition by partition: asked for all of a group's partitions, the broker
+    leaves out those with nothing committed yet, pending commit or not."""
+    metadata = admin.list_topics(timeout=TIMEOUT_S)
+    partitions = [
+        TopicPartition(name, p)
+        for name in sorted(set(topics))
+        if name in metadata.topics
+        for p in sorted(metadata.topics[name].partitions)
+    ]
+    if not partitions:
+        return {}
+
+    def fetch(stable: bool) -> list[TopicPartition]:
+        request = [ConsumerGroupTopicPartitions(group, partitions)]
+        future = admin.list_consumer_group_offsets(request, require_stable=stable)[group]
+        return future.result(timeout=TIMEOUT_S).topic_partitions or []
+
+    held = {
+        (tp.topic, tp.partition)
+        for tp in fetch(stable=True)
+        if tp.error is not None and tp.error.code() == KafkaError.UNSTABLE_OFFSET_COMMIT
+    }
+    if not held:
+        return {}
+    committed = {(tp.topic, tp.partition): tp.offset for tp in fetch(stable=False)}
+    return {tp: committed.get(tp, -1) for tp in held}
+
+
+def end_hanging_offset_commits(
+    settings: Settings, transactional_id: str, group: str, topics: Iterable[str]
+) -> Ended:
+    """End ``transactional_id``'s offset commits to ``group`` on ``topics`` that the
+    broker holds back (see the module docstring); a no-op (two requests) when none is.
+
+    Raises ``KafkaException`` when the broker does not answer."""
+    topics = list(topics)
+    admin = AdminClient(connection_config(settings))
+    held = unstable_partitions(admin, group, topics)
+    if not held:
+        return Ended()
+
+    def settled() -> dict[tuple[str, int], int]:
+        # The coordinator writes a transaction's markers after it answers: the offsets
+        # are answered again a moment later (measured: not at once, 0.2 s on).
+        deadline = time.monotonic() + SETTLE_S
+        while (still := unstable_partitions(admin, group, topics)) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        return still
+
+    producer = Producer(connection_config(settings) | {"transactional.id": transactional_id})
+    # Only for its group metadata: it never joins (no subscribe, no poll).
+    member = Consumer(connection_config(settings) | {"group.id": group})
+    try:
+        # Fences a previous run of this transactional.id and aborts its open transaction.
+        producer.init_transactions(TIMEOUT_S)
+        hanging = settled()
+        if hanging:
+            producer.begin_transaction()
+            offsets = [TopicPartition(t, p, max(o, 0)) for (t, p), o in sorted(hanging.items())]
+            try:
+                producer.send_offsets_to_transaction(
+                    offsets, member.consumer_group_metadata(), TIMEOUT_S
+                )
+            except KafkaException as exc:
+                # The offsets were added to the transaction before the commit was refused
+                # (or not, and the abort has nothing to mark): abort all the same.
+                log.debug("ending hanging offset commits: %s", exc)
+            producer.abort_transaction(TIMEOUT_S)
+    finally:
+        member.close()
+        producer.purge()
+        del producer  # destroyed here: nothing of it is sent later
+    still = settled() if hanging else {}
+
+    def names(partitions: Iterable[tuple[str, int]]) -> list[str]:
+        return sorted(f"{t}[{p}]" for t, p in partitions)
+
+    return Ended(
+        held=names(held),
+        fenced=names(set(held) - set(hanging)),
+        freed=names(set(hanging) - set(still)),
+    )

@@ -1,0 +1,95 @@
+"""A hanging offset commit ended by a transaction of the app's own (``shopstream.hanging``),
+against a broker stand-in: what Apache Kafka 4.4 did after a restart in
+tests/integration/test_outage.py (the real broker paths: test_hanging_offsets.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from confluent_kafka import TopicPartition
+
+import shopstream.hanging as hanging
+from shopstream.settings import load_settings
+
+
+class Broker:
+    """Holds back ``held`` until a transaction of the app adds them and is aborted."""
+
+    def __init__(self, held: dict[tuple[str, int], int]) -> None:
+        self.held = dict(held)
+        self.calls: list[str] = []
+        self.sent: list[TopicPartition] = []
+
+    def unstable(self, _admin: Any, _group: str, _topics: Any) -> dict[tuple[str, int], int]:
+        return dict(self.held)
+
+
+def stand_ins(broker: Broker) -> dict[str, Any]:
+    class Producer:
+        def __init__(self, config: dict[str, Any]) -> None:
+            broker.calls.append(f"producer {config['transactional.id']}")
+
+        def init_transactions(self, _timeout: float) -> None:
+            broker.calls.append("init")  # fences: a hanging commit stays held back
+
+        def begin_transaction(self) -> None:
+            broker.calls.append("begin")
+
+        def send_offsets_to_transaction(self, offsets: list[TopicPartition], *_: Any) -> None:
+            broker.calls.append("send_offsets")
+            broker.sent = offsets
+
+        def abort_transaction(self, _timeout: float) -> None:
+            broker.calls.append("abort")  # the marker ends every pending commit of the id
+            broker.held.clear()
+
+        def purge(self) -> None:
+            broker.calls.append("purge")
+
+    class Consumer:
+        def __init__(self, config: dict[str, Any]) -> None:
+            pass
+
+        def consumer_group_metadata(self) -> object:
+            return object()
+
+        def close(self) -> None:
+            broker.calls.append("consumer closed")
+
+    return {"Producer": Producer, "Consumer": Consumer, "AdminClient": lambda _c: object(),
+            "unstable_partitions": broker.unstable}  # fmt: skip
+
+
+def test_a_commit_held_back_after_the_fencing_is_ended_by_an_aborted_transaction(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    broker = Broker({("ingress.web", 0): 15, ("ingress.mobile", 1): -1})
+    for name, stand_in in stand_ins(broker).items():
+        monkeypatch.setattr(hanging, name, stand_in)
+    monkeypatch.setattr(hanging, "SETTLE_S", 0.3)
+
+    ended = hanging.end_hanging_offset_commits(
+        load_settings(), "shopstream-router-0", "shopstream-router", ["ingress.web"]
+    )
+
+    assert broker.calls == [
+        "producer shopstream-router-0", "init", "begin", "send_offsets", "abort",
+        "consumer closed", "purge",
+    ]  # fmt: skip
+    # Offsets as committed (0 where none is): aborted, they are never seen anyway.
+    assert {(tp.topic, tp.partition, tp.offset) for tp in broker.sent} == {
+        ("ingress.web", 0, 15), ("ingress.mobile", 1, 0),
+    }  # fmt: skip
+    assert ended.held == ended.freed == ["ingress.mobile[1]", "ingress.web[0]"]
+    assert not ended.fenced and not ended.still_held
+
+
+def test_nothing_held_back_makes_no_producer(monkeypatch: pytest.MonkeyPatch) -> None:
+    broker = Broker({})
+    for name, stand_in in stand_ins(broker).items():
+        monkeypatch.setattr(hanging, name, stand_in)
+
+    ended = hanging.end_hanging_offset_commits(load_settings(), "t", "g", ["in"])
+
+    assert ended == hanging.Ended() and broker.calls == []
