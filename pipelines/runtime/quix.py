@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from confluent_kafka import KafkaException
+from confluent_kafka import KafkaError, KafkaException
 
 from pipelines.deadletter import Source
 from shopstream.hanging import end_hanging_offset_commits
@@ -127,6 +128,18 @@ def quix_app(
     return Application(**options)
 
 
+HANGING_LOOKUP_S = 20.0
+"""How long a run's start keeps asking a broker whose coordinators are loading."""
+_COORDINATOR_MOVING = frozenset({
+    KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+    KafkaError.COORDINATOR_NOT_AVAILABLE,
+    KafkaError.NOT_COORDINATOR,
+    KafkaError.CONCURRENT_TRANSACTIONS,
+    KafkaError._TIMED_OUT,
+    KafkaError._TRANSPORT,
+})  # fmt: skip
+
+
 def end_hanging_offset_commits_of(app: Application, settings: Settings, app_name: str) -> None:
     """Before ``app`` runs (exactly-once only): end its offset commits the broker holds
     back for good (:mod:`shopstream.hanging`), and say so. A broker that does not answer
@@ -137,11 +150,22 @@ def end_hanging_offset_commits_of(app: Application, settings: Settings, app_name
         return
     topics = [topic.name for topic in app._dataframe_registry.consumer_topics]
     group = config.consumer_group
-    try:
-        ended = end_hanging_offset_commits(settings, tid, group, topics)
-    except KafkaException as exc:
-        log.debug("%s: could not look for hanging offset commits: %s", app_name, exc)
-        return
+    deadline = time.monotonic() + HANGING_LOOKUP_S
+    while True:
+        try:
+            ended = end_hanging_offset_commits(settings, tid, group, topics)
+            break
+        except KafkaException as exc:
+            # Right after a broker restart its coordinators are still loading: worth a
+            # few more tries before the run (whose assignment would wait 30 s on them).
+            err = exc.args[0] if exc.args else None
+            if isinstance(err, KafkaError) and time.monotonic() < deadline and (
+                err.retriable() or err.code() in _COORDINATOR_MOVING
+            ):
+                time.sleep(0.5)
+                continue
+            log.debug("%s: could not look for hanging offset commits: %s", app_name, exc)
+            return
     if ended.fenced:
         log.info(
             "%s: a previous run's open transaction held back group %s's committed offsets "

@@ -4,10 +4,12 @@ tests/integration/test_outage.py (the real broker paths: test_hanging_offsets.py
 
 from __future__ import annotations
 
+import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from confluent_kafka import TopicPartition
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
 import shopstream.hanging as hanging
 from shopstream.settings import load_settings
@@ -93,3 +95,39 @@ def test_nothing_held_back_makes_no_producer(monkeypatch: pytest.MonkeyPatch) ->
     ended = hanging.end_hanging_offset_commits(load_settings(), "t", "g", ["in"])
 
     assert ended == hanging.Ended() and broker.calls == []
+
+
+def test_a_run_asks_again_while_the_coordinator_loads_and_says_what_it_ended(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import pipelines.runtime.quix as quix
+
+    answers: list[Any] = [
+        KafkaException(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS)),
+        KafkaException(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS)),
+        hanging.Ended(held=["orders[0]"], freed=["orders[0]"]),
+    ]
+    asked: list[tuple[str, str, list[str]]] = []
+
+    def lookup(_settings: Any, tid: str, group: str, topics: list[str]) -> hanging.Ended:
+        asked.append((tid, group, topics))
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer  # type: ignore[no-any-return]
+
+    monkeypatch.setattr(quix, "end_hanging_offset_commits", lookup)
+    monkeypatch.setattr(quix.time, "sleep", lambda _s: None)
+    app = SimpleNamespace(
+        config=SimpleNamespace(
+            processing_guarantee="exactly-once", consumer_group="shopstream-stock",
+            producer_extra_config={"transactional.id": "shopstream-stock-0"},
+        ),
+        _dataframe_registry=SimpleNamespace(consumer_topics=[SimpleNamespace(name="orders")]),
+    )  # fmt: skip
+
+    with caplog.at_level(logging.INFO, logger="pipelines.run"):
+        quix.end_hanging_offset_commits_of(app, load_settings(), "stock")  # type: ignore[arg-type]
+
+    assert asked == [("shopstream-stock-0", "shopstream-stock", ["orders"])] * 3
+    assert "orders[0]" in caplog.text and "hanging transaction" in caplog.text
