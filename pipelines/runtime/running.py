@@ -140,6 +140,10 @@ class BrokerWatch(logging.Filter):
         return reason is None
 
     def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and _lost_callback_error(record.exc_info[1]):
+            # Quix logs it with its traceback before the run fails; the run loop says in
+            # one line what it is (_known_passing_failure) and runs again.
+            record.exc_info, record.exc_text = None, None
         if not record.name.startswith(_CLIENT_LOGGERS) or record.levelno < logging.WARNING:
             return True
         about_connectivity = any(m in record.getMessage() for m in _OUTAGE_MARKERS)
@@ -267,7 +271,7 @@ def _known_passing_failure(exc: BaseException) -> str | None:
     traceback), or None."""
     seen: BaseException | None = exc
     while seen is not None:
-        if isinstance(seen, SystemError) and _LOST_CALLBACK_ERROR.search(str(seen)):
+        if _lost_callback_error(seen):
             # confluent-kafka before 2.13 (its issue #865, fixed by its PR #2019; Quix 3.28
             # requires < 2.13) loses the exception a callback raised inside consume() when
             # other Python code runs before consume() returns: this SystemError is what is
@@ -294,6 +298,12 @@ def _known_passing_failure(exc: BaseException) -> str | None:
             return "the broker did not answer in time"
         seen = seen.__cause__ or seen.__context__
     return None
+
+
+def _lost_callback_error(exc: BaseException | None) -> bool:
+    """Whether ``exc`` is what confluent-kafka < 2.13 leaves of an exception a callback
+    raised inside consume() (see :func:`_known_passing_failure`)."""
+    return isinstance(exc, SystemError) and bool(_LOST_CALLBACK_ERROR.search(str(exc)))
 
 
 _LOST_CALLBACK_ERROR = re.compile(r"of 'cimpl\.\w+' objects> returned NULL without setting")
