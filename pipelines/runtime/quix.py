@@ -155,13 +155,14 @@ def end_hanging_offset_commits_of(app: Application, settings: Settings, app_name
         try:
             ended = end_hanging_offset_commits(settings, tid, group, topics)
             break
-        except KafkaException as exc:
+        except (KafkaException, TimeoutError) as exc:
             # Right after a broker restart its coordinators are still loading: worth a
             # few more tries before the run (whose assignment would wait 30 s on them).
-            err = exc.args[0] if exc.args else None
-            if isinstance(err, KafkaError) and time.monotonic() < deadline and (
+            err = exc.args[0] if isinstance(exc, KafkaException) and exc.args else None
+            moving = not isinstance(err, KafkaError) or (
                 err.retriable() or err.code() in _COORDINATOR_MOVING
-            ):
+            )
+            if moving and time.monotonic() < deadline:
                 time.sleep(0.5)
                 continue
             log.debug("%s: could not look for hanging offset commits: %s", app_name, exc)
