@@ -12,10 +12,13 @@ Seen here on Apache Kafka 4.4 after a broker restart (``tests/integration/test_o
 ("due to timeout") at its restart, yet ``__consumer_offsets`` kept that transaction open
 (DescribeProducers: the app's producer id, epoch 0, a transaction begun at offset 119)
 while the coordinator said ``Empty``; the router never got past its assignment again.
+The same transaction hung on the partitions it had written to (changelogs, outputs):
+their last stable offset stayed behind, and ``read_committed`` readers stopped there.
 Kafka's remedy is an operator's ``kafka-transactions.sh abort``; the app can do it
-itself, because a transaction marker ends every pending offset commit of its producer id
-(whatever the epoch): :func:`end_hanging_offset_commits` runs one transaction of the
-app's own ``transactional.id`` that adds the group's offsets and is aborted. A previous
+itself, because a transaction marker ends the pending transaction of its producer id on
+its partition (whatever the epoch): :func:`end_hanging_offset_commits` runs one
+transaction of the app's own ``transactional.id`` that adds the group's offsets and a
+record to each of the app's partitions held back, and is aborted. A previous
 life's transaction that is merely open is fenced and aborted by the same
 ``init_transactions`` (what the app's own producer would do next anyway), so nothing
 committed is undone.
@@ -31,12 +34,13 @@ from dataclasses import dataclass, field
 from confluent_kafka import (
     Consumer,
     ConsumerGroupTopicPartitions,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, OffsetSpec
 
 from shopstream.kafka import connection_config
 from shopstream.settings import Settings
@@ -46,6 +50,9 @@ log = logging.getLogger("shopstream.kafka")
 TIMEOUT_S = 10.0
 """For each call to the broker (a broker that does not answer leaves the app to its run
 loop, which retries)."""
+ABORT_KEY = b"shopstream.hanging: aborted"
+"""Key of the records the ending transaction writes (aborted, so never read; a key,
+because compacted topics such as changelogs refuse a record without one)."""
 SETTLE_S = 5.0
 """How long to wait for the held offsets to be answered again after the abort."""
 
@@ -62,6 +69,9 @@ class Ended:
     freed: list[str] = field(default_factory=list)
     """Answered again only once the app aborted a transaction of its own over them: the
     commit was hanging."""
+    unstuck: list[str] = field(default_factory=list)
+    """Partitions of the app's own topics whose last stable offset the hanging transaction
+    held back, and which that abort moved on."""
 
     @property
     def still_held(self) -> list[str]:
@@ -103,14 +113,52 @@ def unstable_partitions(
     return {tp: committed.get(tp, -1) for tp in held}
 
 
+def stuck_partitions(admin: AdminClient, topics: Iterable[str]) -> set[tuple[str, int]]:
+    """Partitions of ``topics`` whose last stable offset is behind their high watermark:
+    a transaction is open on them."""
+    metadata = admin.list_topics(timeout=TIMEOUT_S)
+    partitions = [
+        TopicPartition(name, p)
+        for name in sorted(set(topics))
+        if name in metadata.topics
+        for p in sorted(metadata.topics[name].partitions)
+    ]
+    if not partitions:
+        return set()
+
+    def ends(isolation: IsolationLevel) -> dict[tuple[str, int], int]:
+        futures = admin.list_offsets(
+            {tp: OffsetSpec.latest() for tp in partitions},
+            isolation_level=isolation, request_timeout=TIMEOUT_S,
+        )  # fmt: skip
+        return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
+
+    stable, high = ends(IsolationLevel.READ_COMMITTED), ends(IsolationLevel.READ_UNCOMMITTED)
+    return {tp for tp, end in high.items() if stable.get(tp, end) < end}
+
+
 def end_hanging_offset_commits(
-    settings: Settings, transactional_id: str, group: str, topics: Iterable[str]
+    settings: Settings,
+    transactional_id: str,
+    group: str,
+    topics: Iterable[str],
+    own_topics: Iterable[str] = (),
 ) -> Ended:
-    """End ``transactional_id``'s offset commits to ``group`` on ``topics`` that the
-    broker holds back (see the module docstring); a no-op (two requests) when none is.
+    """End ``transactional_id``'s offset commits to ``group`` on ``topics`` (its inputs)
+    that the broker holds back (see the module docstring); a no-op (two requests) when
+    none is.
+
+    A hanging transaction holds back more than offsets: on the partitions it wrote to
+    (of ``own_topics``: the app's outputs, changelogs, repartition topics) it keeps the
+    last stable offset behind, so ``read_committed`` readers stop there (seen in CI:
+    Quix refused analytics' state, its stored changelog offset ahead of the changelog's
+    end as a ``read_committed`` consumer sees it). The aborted transaction therefore
+    also writes one record (key :data:`ABORT_KEY`, no value) to each such partition:
+    aborted, no ``read_committed`` reader ever sees it, and the abort's marker ends the
+    hanging transaction there too.
 
     Raises ``KafkaException`` when the broker does not answer."""
-    topics = list(topics)
+    topics, own_topics = list(topics), list(own_topics)
     admin = AdminClient(connection_config(settings))
     held = unstable_partitions(admin, group, topics)
     if not held:
@@ -131,8 +179,14 @@ def end_hanging_offset_commits(
         # Fences a previous run of this transactional.id and aborts its open transaction.
         producer.init_transactions(TIMEOUT_S)
         hanging = settled()
+        stuck = stuck_partitions(admin, own_topics) if hanging else set()
         if hanging:
             producer.begin_transaction()
+            for topic, partition in sorted(stuck):
+                producer.produce(topic, key=ABORT_KEY, value=None, partition=partition)
+            # Sent before the abort: a record still queued would be purged by it, and its
+            # partition would get no marker.
+            producer.flush(TIMEOUT_S)
             offsets = [TopicPartition(t, p, max(o, 0)) for (t, p), o in sorted(hanging.items())]
             try:
                 producer.send_offsets_to_transaction(
@@ -148,6 +202,7 @@ def end_hanging_offset_commits(
         producer.purge()
         del producer  # destroyed here: nothing of it is sent later
     still = settled() if hanging else {}
+    stuck_still = stuck_partitions(admin, own_topics) if stuck else set()
 
     def names(partitions: Iterable[tuple[str, int]]) -> list[str]:
         return sorted(f"{t}[{p}]" for t, p in partitions)
@@ -156,4 +211,5 @@ def end_hanging_offset_commits(
         held=names(held),
         fenced=names(set(held) - set(hanging)),
         freed=names(set(hanging) - set(still)),
+        unstuck=names(stuck - stuck_still),
     )

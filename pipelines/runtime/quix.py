@@ -149,11 +149,12 @@ def end_hanging_offset_commits_of(app: Application, settings: Settings, app_name
     if config.processing_guarantee != "exactly-once" or not tid:
         return
     topics = [topic.name for topic in app._dataframe_registry.consumer_topics]
+    own = list(app._topic_manager.all_topics)  # outputs, changelogs, repartition topics
     group = config.consumer_group
     deadline = time.monotonic() + HANGING_LOOKUP_S
     while True:
         try:
-            ended = end_hanging_offset_commits(settings, tid, group, topics)
+            ended = end_hanging_offset_commits(settings, tid, group, topics, own)
             break
         except (KafkaException, TimeoutError) as exc:
             # Right after a broker restart its coordinators are still loading: worth a
@@ -177,8 +178,10 @@ def end_hanging_offset_commits_of(app: Application, settings: Settings, app_name
         log.warning(
             "%s: the broker held back group %s's committed offsets of %s for good: an "
             "offset commit of a transaction that was never marked ended (a hanging "
-            "transaction); aborted it, they are answered again",
+            "transaction); aborted it, they are answered again%s",
             app_name, group, ", ".join(ended.freed),
+            f", and {', '.join(ended.unstuck)} are readable to their end again"
+            if ended.unstuck else "",
         )  # fmt: skip
     if ended.still_held:
         log.warning(

@@ -18,13 +18,21 @@ from shopstream.settings import load_settings
 class Broker:
     """Holds back ``held`` until a transaction of the app adds them and is aborted."""
 
-    def __init__(self, held: dict[tuple[str, int], int]) -> None:
+    def __init__(
+        self, held: dict[tuple[str, int], int], stuck: set[tuple[str, int]] | None = None
+    ) -> None:
         self.held = dict(held)
+        self.stuck = set(stuck or ())
+        """Partitions whose last stable offset the hanging transaction holds back."""
         self.calls: list[str] = []
         self.sent: list[TopicPartition] = []
+        self.written: list[tuple[str, int, bytes]] = []
 
     def unstable(self, _admin: Any, _group: str, _topics: Any) -> dict[tuple[str, int], int]:
         return dict(self.held)
+
+    def stuck_on(self, _admin: Any, topics: Any) -> set[tuple[str, int]]:
+        return {tp for tp in self.stuck if tp[0] in set(topics)}
 
 
 def stand_ins(broker: Broker) -> dict[str, Any]:
@@ -42,9 +50,17 @@ def stand_ins(broker: Broker) -> dict[str, Any]:
             broker.calls.append("send_offsets")
             broker.sent = offsets
 
+        def produce(self, topic: str, key: bytes, value: None, partition: int) -> None:
+            broker.written.append((topic, partition, key))
+
+        def flush(self, _timeout: float) -> int:
+            broker.calls.append("flush")
+            return 0
+
         def abort_transaction(self, _timeout: float) -> None:
             broker.calls.append("abort")  # the marker ends every pending commit of the id
-            broker.held.clear()
+            broker.held.clear()  # ... and the transaction on each partition written to
+            broker.stuck -= {(t, p) for t, p, _ in broker.written}
 
         def purge(self) -> None:
             broker.calls.append("purge")
@@ -59,26 +75,44 @@ def stand_ins(broker: Broker) -> dict[str, Any]:
         def close(self) -> None:
             broker.calls.append("consumer closed")
 
-    return {"Producer": Producer, "Consumer": Consumer, "AdminClient": lambda _c: object(),
-            "unstable_partitions": broker.unstable}  # fmt: skip
+    return {
+        "Producer": Producer,
+        "Consumer": Consumer,
+        "AdminClient": lambda _c: object(),
+        "unstable_partitions": broker.unstable,
+        "stuck_partitions": broker.stuck_on,
+    }
 
 
 def test_a_commit_held_back_after_the_fencing_is_ended_by_an_aborted_transaction(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    broker = Broker({("ingress.web", 0): 15, ("ingress.mobile", 1): -1})
+    # As found on the log directory of a run that hung: the transaction also held back
+    # the last stable offset of the router's changelogs and outputs.
+    changelog = "changelog__shopstream-router--ingress.web--default"
+    broker = Broker(
+        {("ingress.web", 0): 15, ("ingress.mobile", 1): -1},
+        stuck={(changelog, 0), ("restocks", 0), ("orders", 2)},
+    )
     for name, stand_in in stand_ins(broker).items():
         monkeypatch.setattr(hanging, name, stand_in)
     monkeypatch.setattr(hanging, "SETTLE_S", 0.3)
 
     ended = hanging.end_hanging_offset_commits(
-        load_settings(), "shopstream-router-0", "shopstream-router", ["ingress.web"]
-    )
+        load_settings(), "shopstream-router-0", "shopstream-router", ["ingress.web"],
+        own_topics=[changelog, "restocks"],
+    )  # fmt: skip
 
     assert broker.calls == [
-        "producer shopstream-router-0", "init", "begin", "send_offsets", "abort",
+        "producer shopstream-router-0", "init", "begin", "flush", "send_offsets", "abort",
         "consumer closed", "purge",
     ]  # fmt: skip
+    # One record to each of its own partitions held back, with a key (changelogs are
+    # compacted); orders[2] is not the app's own: left alone.
+    assert sorted(broker.written) == [
+        (changelog, 0, hanging.ABORT_KEY), ("restocks", 0, hanging.ABORT_KEY),
+    ]  # fmt: skip
+    assert ended.unstuck == [f"{changelog}[0]", "restocks[0]"]
     # Offsets as committed (0 where none is): aborted, they are never seen anyway.
     assert {(tp.topic, tp.partition, tp.offset) for tp in broker.sent} == {
         ("ingress.web", 0, 15), ("ingress.mobile", 1, 0),
@@ -107,10 +141,12 @@ def test_a_run_asks_again_while_the_coordinator_loads_and_says_what_it_ended(
         KafkaException(KafkaError(KafkaError.COORDINATOR_LOAD_IN_PROGRESS)),
         hanging.Ended(held=["orders[0]"], freed=["orders[0]"]),
     ]
-    asked: list[tuple[str, str, list[str]]] = []
+    asked: list[tuple[str, str, list[str], list[str]]] = []
 
-    def lookup(_settings: Any, tid: str, group: str, topics: list[str]) -> hanging.Ended:
-        asked.append((tid, group, topics))
+    def lookup(
+        _settings: Any, tid: str, group: str, topics: list[str], own: list[str]
+    ) -> hanging.Ended:
+        asked.append((tid, group, topics, own))
         answer = answers.pop(0)
         if isinstance(answer, Exception):
             raise answer
@@ -124,10 +160,12 @@ def test_a_run_asks_again_while_the_coordinator_loads_and_says_what_it_ended(
             producer_extra_config={"transactional.id": "shopstream-stock-0"},
         ),
         _dataframe_registry=SimpleNamespace(consumer_topics=[SimpleNamespace(name="orders")]),
+        _topic_manager=SimpleNamespace(all_topics={"orders": None, "changelog__stock": None}),
     )  # fmt: skip
 
     with caplog.at_level(logging.INFO, logger="pipelines.run"):
         quix.end_hanging_offset_commits_of(app, load_settings(), "stock")  # type: ignore[arg-type]
 
-    assert asked == [("shopstream-stock-0", "shopstream-stock", ["orders"])] * 3
+    own = ["orders", "changelog__stock"]
+    assert asked == [("shopstream-stock-0", "shopstream-stock", ["orders"], own)] * 3
     assert "orders[0]" in caplog.text and "hanging transaction" in caplog.text
