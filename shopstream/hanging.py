@@ -114,8 +114,8 @@ def unstable_partitions(
 
 
 def stuck_partitions(admin: AdminClient, topics: Iterable[str]) -> set[tuple[str, int]]:
-    """Partitions of ``topics`` whose last stable offset is behind their high watermark:
-    a transaction is open on them."""
+    """Partitions of ``topics`` whose last stable offset is behind the high watermark
+    they had a moment before: a transaction is open on them."""
     metadata = admin.list_topics(timeout=TIMEOUT_S)
     partitions = [
         TopicPartition(name, p)
@@ -133,7 +133,10 @@ def stuck_partitions(admin: AdminClient, topics: Iterable[str]) -> set[tuple[str
         )  # fmt: skip
         return {(tp.topic, tp.partition): f.result().offset for tp, f in futures.items()}
 
-    stable, high = ends(IsolationLevel.READ_COMMITTED), ends(IsolationLevel.READ_UNCOMMITTED)
+    # The end first, the last stable offset after: a partition others keep writing to
+    # outside transactions has moved on meanwhile, and is not taken for stuck.
+    high = ends(IsolationLevel.READ_UNCOMMITTED)
+    stable = ends(IsolationLevel.READ_COMMITTED)
     return {tp for tp, end in high.items() if stable.get(tp, end) < end}
 
 

@@ -149,7 +149,9 @@ def end_hanging_offset_commits_of(app: Application, settings: Settings, app_name
     if config.processing_guarantee != "exactly-once" or not tid:
         return
     topics = [topic.name for topic in app._dataframe_registry.consumer_topics]
-    own = list(app._topic_manager.all_topics)  # outputs, changelogs, repartition topics
+    # Outputs, changelogs, repartition topics; never the inputs: others write them, and
+    # outside this app's transactions (the channels, the analytics ticker).
+    own = [name for name in app._topic_manager.all_topics if name not in set(topics)]
     group = config.consumer_group
     deadline = time.monotonic() + HANGING_LOOKUP_S
     while True:

@@ -166,6 +166,6 @@ def test_a_run_asks_again_while_the_coordinator_loads_and_says_what_it_ended(
     with caplog.at_level(logging.INFO, logger="pipelines.run"):
         quix.end_hanging_offset_commits_of(app, load_settings(), "stock")  # type: ignore[arg-type]
 
-    own = ["orders", "changelog__stock"]
+    own = ["changelog__stock"]  # its input, orders, is not its own
     assert asked == [("shopstream-stock-0", "shopstream-stock", ["orders"], own)] * 3
     assert "orders[0]" in caplog.text and "hanging transaction" in caplog.text
