@@ -152,11 +152,13 @@ def end_hanging_offset_commits_of(app: Application, settings: Settings, app_name
     # Outputs, changelogs, repartition topics; never the inputs: others write them, and
     # outside this app's transactions (the channels, the analytics ticker).
     own = [name for name in app._topic_manager.all_topics if name not in set(topics)]
+    state = [t.name for stores in app._topic_manager.changelog_topics.values()
+             for t in stores.values()]  # fmt: skip
     group = config.consumer_group
     deadline = time.monotonic() + HANGING_LOOKUP_S
     while True:
         try:
-            ended = end_hanging_offset_commits(settings, tid, group, topics, own)
+            ended = end_hanging_offset_commits(settings, tid, group, topics, own, state)
             break
         except (KafkaException, TimeoutError) as exc:
             # Right after a broker restart its coordinators are still loading: worth a
@@ -170,6 +172,12 @@ def end_hanging_offset_commits_of(app: Application, settings: Settings, app_name
                 continue
             log.debug("%s: could not look for hanging offset commits: %s", app_name, exc)
             return
+    if ended.unstuck and not ended.held:
+        log.warning(
+            "%s: a transaction that was never marked ended (a hanging transaction) held "
+            "back the end of %s; aborted it, they are readable to their end again",
+            app_name, ", ".join(ended.unstuck),
+        )  # fmt: skip
     if ended.fenced:
         log.info(
             "%s: a previous run's open transaction held back group %s's committed offsets "

@@ -19,11 +19,16 @@ class Broker:
     """Holds back ``held`` until a transaction of the app adds them and is aborted."""
 
     def __init__(
-        self, held: dict[tuple[str, int], int], stuck: set[tuple[str, int]] | None = None
+        self,
+        held: dict[tuple[str, int], int],
+        stuck: set[tuple[str, int]] | None = None,
+        open_until_fenced: set[tuple[str, int]] | None = None,
     ) -> None:
         self.held = dict(held)
         self.stuck = set(stuck or ())
         """Partitions whose last stable offset the hanging transaction holds back."""
+        self.open_until_fenced = set(open_until_fenced or ())
+        """Held back by a crashed predecessor's open transaction: fencing ends it."""
         self.calls: list[str] = []
         self.sent: list[TopicPartition] = []
         self.written: list[tuple[str, int, bytes]] = []
@@ -32,7 +37,7 @@ class Broker:
         return dict(self.held)
 
     def stuck_on(self, _admin: Any, topics: Any) -> set[tuple[str, int]]:
-        return {tp for tp in self.stuck if tp[0] in set(topics)}
+        return {tp for tp in self.stuck | self.open_until_fenced if tp[0] in set(topics)}
 
 
 def stand_ins(broker: Broker) -> dict[str, Any]:
@@ -42,6 +47,7 @@ def stand_ins(broker: Broker) -> dict[str, Any]:
 
         def init_transactions(self, _timeout: float) -> None:
             broker.calls.append("init")  # fences: a hanging commit stays held back
+            broker.open_until_fenced.clear()
 
         def begin_transaction(self) -> None:
             broker.calls.append("begin")
@@ -144,7 +150,7 @@ def test_a_run_asks_again_while_the_coordinator_loads_and_says_what_it_ended(
     asked: list[tuple[str, str, list[str], list[str]]] = []
 
     def lookup(
-        _settings: Any, tid: str, group: str, topics: list[str], own: list[str]
+        _settings: Any, tid: str, group: str, topics: list[str], own: list[str], _state: Any
     ) -> hanging.Ended:
         asked.append((tid, group, topics, own))
         answer = answers.pop(0)
@@ -160,7 +166,10 @@ def test_a_run_asks_again_while_the_coordinator_loads_and_says_what_it_ended(
             producer_extra_config={"transactional.id": "shopstream-stock-0"},
         ),
         _dataframe_registry=SimpleNamespace(consumer_topics=[SimpleNamespace(name="orders")]),
-        _topic_manager=SimpleNamespace(all_topics={"orders": None, "changelog__stock": None}),
+        _topic_manager=SimpleNamespace(
+            all_topics={"orders": None, "changelog__stock": None},
+            changelog_topics={"orders": {"default": SimpleNamespace(name="changelog__stock")}},
+        ),
     )  # fmt: skip
 
     with caplog.at_level(logging.INFO, logger="pipelines.run"):
@@ -169,3 +178,43 @@ def test_a_run_asks_again_while_the_coordinator_loads_and_says_what_it_ended(
     own = ["changelog__stock"]  # its input, orders, is not its own
     assert asked == [("shopstream-stock-0", "shopstream-stock", ["orders"], own)] * 3
     assert "orders[0]" in caplog.text and "hanging transaction" in caplog.text
+
+
+def test_a_state_changelog_held_back_with_no_offsets_held_is_ended_too(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Seen in CI: finance's changelog stayed behind after a restart, its offsets answered."""
+    changelog = "changelog__shopstream-finance--orders--returns--stock.events--default"
+    broker = Broker({}, stuck={(changelog, 1), ("finance.events", 0)})
+    for name, stand_in in stand_ins(broker).items():
+        monkeypatch.setattr(hanging, name, stand_in)
+    monkeypatch.setattr(hanging, "SETTLE_S", 0.3)
+
+    ended = hanging.end_hanging_offset_commits(
+        load_settings(), "shopstream-finance-0", "shopstream-finance", ["orders"],
+        own_topics=[changelog, "finance.events"], state_topics=[changelog],
+    )  # fmt: skip
+
+    assert broker.calls == [
+        "producer shopstream-finance-0", "init", "begin", "flush", "abort",
+        "consumer closed", "purge",
+    ]  # fmt: skip
+    assert ended.unstuck == [f"{changelog}[1]", "finance.events[0]"] and not ended.held
+
+
+def test_a_predecessors_open_transaction_on_the_state_is_ended_by_the_fencing_alone(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """After a SIGKILL (on Tansu too): the next run's fencing aborts it; nothing is written."""
+    broker = Broker({}, open_until_fenced={("changelog__x", 0)})
+    for name, stand_in in stand_ins(broker).items():
+        monkeypatch.setattr(hanging, name, stand_in)
+    monkeypatch.setattr(hanging, "SETTLE_S", 0.3)
+
+    ended = hanging.end_hanging_offset_commits(
+        load_settings(), "t", "g", ["in"], own_topics=["changelog__x"],
+        state_topics=["changelog__x"],
+    )  # fmt: skip
+
+    assert "begin" not in broker.calls and broker.written == []
+    assert ended == hanging.Ended()
