@@ -28,8 +28,9 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sized
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from confluent_kafka import (
     Consumer,
@@ -46,6 +47,7 @@ from shopstream.kafka import connection_config
 from shopstream.settings import Settings
 
 log = logging.getLogger("shopstream.kafka")
+Answer = TypeVar("Answer", bound=Sized)
 
 TIMEOUT_S = 10.0
 """For each call to the broker (a broker that does not answer leaves the app to its run
@@ -79,6 +81,28 @@ class Ended:
         return sorted(set(self.held) - set(self.fenced) - set(self.freed))
 
 
+def _partitions(admin: AdminClient, topics: Iterable[str]) -> list[TopicPartition]:
+    """Every partition of those of ``topics`` the broker has."""
+    metadata = admin.list_topics(timeout=TIMEOUT_S)
+    return [
+        TopicPartition(name, p)
+        for name in sorted(set(topics))
+        if name in metadata.topics
+        for p in sorted(metadata.topics[name].partitions)
+    ]
+
+
+def _settled(ask: Callable[[], Answer]) -> Answer:
+    """``ask()`` until it answers nothing, for at most :data:`SETTLE_S`; its last answer.
+
+    Why: the coordinator writes a transaction's markers after it answers, so what they
+    end is answered again a moment later (measured: not at once, 0.2 s on)."""
+    deadline = time.monotonic() + SETTLE_S
+    while (still := ask()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return still
+
+
 def unstable_partitions(
     admin: AdminClient, group: str, topics: Iterable[str]
 ) -> dict[tuple[str, int], int]:
@@ -87,13 +111,7 @@ def unstable_partitions(
 
     Asked partition by partition: asked for all of a group's partitions, the broker
     leaves out those with nothing committed yet, pending commit or not."""
-    metadata = admin.list_topics(timeout=TIMEOUT_S)
-    partitions = [
-        TopicPartition(name, p)
-        for name in sorted(set(topics))
-        if name in metadata.topics
-        for p in sorted(metadata.topics[name].partitions)
-    ]
+    partitions = _partitions(admin, topics)
     if not partitions:
         return {}
 
@@ -116,13 +134,7 @@ def unstable_partitions(
 def stuck_partitions(admin: AdminClient, topics: Iterable[str]) -> set[tuple[str, int]]:
     """Partitions of ``topics`` whose last stable offset is behind the high watermark
     they had a moment before: a transaction is open on them."""
-    metadata = admin.list_topics(timeout=TIMEOUT_S)
-    partitions = [
-        TopicPartition(name, p)
-        for name in sorted(set(topics))
-        if name in metadata.topics
-        for p in sorted(metadata.topics[name].partitions)
-    ]
+    partitions = _partitions(admin, topics)
     if not partitions:
         return set()
 
@@ -176,19 +188,10 @@ def end_hanging_offset_commits(
         return Ended()
 
     def settled() -> dict[tuple[str, int], int]:
-        # The coordinator writes a transaction's markers after it answers: the offsets
-        # are answered again a moment later (measured: not at once, 0.2 s on).
-        deadline = time.monotonic() + SETTLE_S
-        while (still := unstable_partitions(admin, group, topics)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return still
+        return _settled(lambda: unstable_partitions(admin, group, topics))
 
     def state_stuck_after_fencing() -> set[tuple[str, int]]:
-        # The fenced predecessor's markers come a moment after the fencing, as above.
-        deadline = time.monotonic() + SETTLE_S
-        while (still := stuck_partitions(admin, state_topics)) and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return still
+        return _settled(lambda: stuck_partitions(admin, state_topics))
 
     producer = Producer(connection_config(settings) | {"transactional.id": transactional_id})
     # Only for its group metadata: it never joins (no subscribe, no poll).
