@@ -45,6 +45,36 @@ def test_a_staged_record_keeps_the_lineage_headers_and_all_of_them_only_where_re
     assert letters["app_header"] == [None]
 
 
+@pytest.mark.parametrize(
+    "headers",
+    [
+        # as every app emits them (pipelines.runtime.outputs): the two last
+        [("event_type", b"OrderPlaced"), ("app", b"router"), ("emitted_at", b"9")],
+        # anywhere else
+        [("emitted_at", b"9"), ("app", b"router"), ("event_type", b"OrderPlaced")],
+        [("app", b"router"), ("event_type", b"OrderPlaced"), ("emitted_at", b"9")],
+        # twice: the last one counts, wherever they are
+        [("app", b"simulator"), ("emitted_at", b"1"), ("app", b"router"), ("emitted_at", b"9")],
+        [("app", b"simulator"), ("app", b"router"), ("emitted_at", b"1"), ("emitted_at", b"9")],
+    ],
+)
+def test_the_lineage_headers_are_found_wherever_they_are(headers: list[Any]) -> None:
+    staging = Staging()
+    staging.add("orders", 0, 0, 0, b"k", b"{}", headers)
+    orders = to_batch(staging)["orders"].to_pydict()
+    assert (orders["app_header"], orders["emitted_at_header"]) == ([b"router"], [b"9"])
+
+
+def test_a_record_with_one_lineage_header_or_none_keeps_what_it_has() -> None:
+    staging = Staging()
+    staging.add("orders", 0, 0, 0, b"k", b"{}", [("emitted_at", b"9")])
+    staging.add("orders", 0, 1, 0, b"k", b"{}", [("app", b"router")])
+    staging.add("orders", 0, 2, 0, b"k", b"{}", [])
+    orders = to_batch(staging)["orders"].to_pydict()
+    assert orders["app_header"] == [None, b"router", None]
+    assert orders["emitted_at_header"] == [b"9", None, None]
+
+
 def test_the_writer_keeps_all_headers_of_the_dead_letters_only(settings: Settings) -> None:
     sink = sink_for(settings)
     staging = sink.writer.staging()
