@@ -135,6 +135,8 @@ class Sizes:
     sink_events: int
     """Channel events of the simulated shop (:func:`benchmarks.inputs.shop_run`): the
     analytics read its four typed topics, the sink every topic it leads to."""
+    sink_rounds: int
+    """Rounds of the sink and its baseline, alternating (as the router's rounds)."""
     inlining_commits: int
     inlining_batch: int
     replay_orders: int
@@ -157,7 +159,7 @@ QUICK = Sizes(
     router_events=6_000, router_rounds=1, router_guarantees=("exactly-once",),
     router_apps=("quix json apply", "router"),
     analytics_guarantees=("exactly-once",),
-    sink_events=1_500, inlining_commits=3, inlining_batch=300,
+    sink_events=1_500, sink_rounds=1, inlining_commits=3, inlining_batch=300,
     replay_orders=50_000,
     e2e_rates=(250,), e2e_step_s=5.0,
     freshness_rates=(1000,), freshness_s=4.0,
@@ -171,7 +173,7 @@ FULL = Sizes(
     router_guarantees=("exactly-once", "at-least-once"),
     router_apps=("quix pass-through", "quix json apply", "router, no dedupe", "router"),
     analytics_guarantees=("exactly-once", "at-least-once"),
-    sink_events=100_000, inlining_commits=1000, inlining_batch=300,
+    sink_events=100_000, sink_rounds=3, inlining_commits=1000, inlining_batch=300,
     replay_orders=1_000_000,
     e2e_rates=(250, 500, 1000, 1500, 2000, 3000, 5000), e2e_step_s=60.0,
     freshness_rates=(1000, 5000), freshness_s=60.0,
