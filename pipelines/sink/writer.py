@@ -136,6 +136,11 @@ class AlreadyWritten(Exception):
         self.stored = stored
 
 
+STAGED_FIELDS = 7
+"""Values :meth:`Staging.add` keeps per record, in :data:`TOPIC_SCHEMA`'s order (its
+columns but ``headers``)."""
+
+
 class Staging:
     """Records gathered for one write, per topic, in one flat list of
     :data:`STAGED_FIELDS` values per record.
@@ -203,10 +208,6 @@ class Staging:
         partition, offset, timestamp, key, value, app header and emitted_at header, one
         record after the other."""
         return self._topics
-
-
-STAGED_FIELDS = 7
-"""Values :meth:`Staging.add` keeps per record (the all-headers list aside)."""
 
 
 class LakeWriter:
@@ -430,21 +431,13 @@ def to_batch(staging: Staging) -> Batch:
     batch: Batch = {}
     n = STAGED_FIELDS
     for topic, (fields, headers) in staging.topics().items():
-        batch[topic] = pa.Table.from_arrays(
-            [
-                pa.array(fields[0::n], pa.int32()),
-                pa.array(fields[1::n], pa.int64()),
-                pa.array(fields[2::n], pa.int64()),
-                pa.array(fields[3::n], pa.binary()),
-                pa.array(fields[4::n], pa.binary()),
-                pa.array(fields[5::n], pa.binary()),
-                pa.array(fields[6::n], pa.binary()),
-                pa.nulls(len(fields) // n, HEADER_TYPE)
-                if headers is None
-                else pa.array(headers, HEADER_TYPE),
-            ],
-            schema=TOPIC_SCHEMA,
+        columns = [pa.array(fields[i::n], TOPIC_SCHEMA.field(i).type) for i in range(n)]
+        columns.append(
+            pa.nulls(len(fields) // n, HEADER_TYPE)
+            if headers is None
+            else pa.array(headers, HEADER_TYPE)
         )
+        batch[topic] = pa.Table.from_arrays(columns, schema=TOPIC_SCHEMA)
     return batch
 
 
